@@ -1,0 +1,1 @@
+"""The toy world and its tiny trained models (VLM, CLIP, OWLv2) for tests and demos."""

@@ -1,0 +1,249 @@
+"""The tiny Qwen2-VL-architecture VLM of the toy world: tokenizer, chat template, config.
+
+`build_vlm(out_dir)` writes an untrained model folder that loads through the ordinary code
+paths (`AutoModelForImageTextToText`, `AutoProcessor`) and that vLLM can serve:
+
+* a byte-level BPE tokenizer trained with `tokenizers` on the judge's own prompt texts and
+  the toy world's words, so prompts are short; Qwen's special tokens; and "Yes", "No",
+  " Yes", " No", "yes", "no" each a single token, because the judge reads the probability
+  of exactly those tokens;
+* a Qwen2-VL chat template (`<|vision_start|><|image_pad|><|vision_end|>` for an image),
+  so the hf back end and vLLM turn the same messages into the same tokens;
+* an image processor capped at 224x224 pixels (8x8 = 64 image tokens), which keeps every
+  judge prompt far below vLLM's 2048-token limit.
+
+Sizes follow ../shared/notes: attention heads of dim 64 and `mrope_section` [8, 12, 12]
+are known to serve on vLLM's CPU build.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+# Qwen2-VL's special tokens, in Qwen's order, so ids line up with what tooling expects.
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Labels the judge reads; each must be one token.
+LABEL_TOKENS: tuple[str, ...] = ("Yes", "No", " Yes", " No", "yes", "no")
+
+# Qwen2-VL's template, minus the default system prompt (it would only lengthen every
+# prompt of a model that never saw it). Images become vision_start/image_pad/vision_end.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+IMAGE_SIDE = 224  # pixels; 224 / 28 = 8 merged patches a side
+MAX_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+MIN_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # small crops are scaled up to the same budget
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "vocab_size": 1024,
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "vision_embed_dim": 128,
+    "vision_depth": 3,
+    "vision_heads": 4,
+    "vision_mlp_ratio": 2,
+}
+
+
+def _example_statements() -> list[str]:
+    from judge.toy import world
+
+    return world.example_statements()
+
+
+def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
+    """Texts the tokenizer learns its merges from: every judge prompt, rendered."""
+    from judge import prompts
+
+    statements = _example_statements()
+    texts: list[str] = [prompts.render("visibility_instructions"), prompts.render("summarise")]
+    for statement in statements:
+        texts.append(prompts.render("visibility_question", statement=statement))
+        texts.append(prompts.render("reason", statement=statement))
+        texts.append(prompts.render("relevance_question", subject=statement))
+        for rating in ("Yes", "No"):
+            texts.append(json.dumps({"rating": rating, "rationale": f"I see {statement}."}))
+    for name in ("baseline_prior", "baseline_prior_cot"):
+        texts.append(prompts.render(name))
+    for name in ("baseline_constitution", "baseline_constitution_cot"):
+        texts.append(prompts.render(name, rules=statements[:5]))
+    texts.extend(extra)
+    # Repeated so that BPE merges each label into one token (checked after training).
+    for _ in range(200):
+        texts.extend(["Yes", "No", "yes", "no", "Answer: Yes No yes no"])
+    return texts
+
+
+def build_tokenizer(vocab_size: int, extra: Iterable[str] = ()) -> Any:
+    """A byte-level BPE `PreTrainedTokenizerFast` with Qwen's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_corpus(extra), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=2048,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+    for label in LABEL_TOKENS:
+        ids = fast.encode(label, add_special_tokens=False)
+        if len(ids) != 1:
+            raise RuntimeError(f"toy tokenizer: label {label!r} is {len(ids)} tokens, not 1")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_processor(tokenizer: Any) -> Any:
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    image_processor = Qwen2VLImageProcessor(
+        size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+    )
+    # Qwen2VLProcessor insists on a video processor; the judge never sends video.
+    video_processor = Qwen2VLVideoProcessor(
+        size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+    )
+    return Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_config(tokenizer: Any, **overrides: Any) -> Any:
+    """A `Qwen2VLConfig` for the tiny model; `overrides` replace `DEFAULT_CONFIG` keys."""
+    from transformers import Qwen2VLConfig
+
+    unknown = set(overrides) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"unknown toy VLM config keys: {sorted(unknown)}")
+    c = {**DEFAULT_CONFIG, **overrides}
+    head_dim = c["hidden_size"] // c["num_attention_heads"]
+    # mrope splits head_dim/2 rotary frequencies over (time, height, width).
+    half = head_dim // 2
+    hw = (half - half // 4) // 2
+    mrope = [half - 2 * hw, hw, hw]
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIAL_TOKENS}
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": c["hidden_size"],
+        "intermediate_size": c["intermediate_size"],
+        "num_hidden_layers": c["num_hidden_layers"],
+        "num_attention_heads": c["num_attention_heads"],
+        "num_key_value_heads": c["num_key_value_heads"],
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "tie_word_embeddings": False,
+    }
+    vision_config = {
+        "depth": c["vision_depth"],
+        "embed_dim": c["vision_embed_dim"],
+        "hidden_size": c["hidden_size"],
+        "num_heads": c["vision_heads"],
+        "mlp_ratio": c["vision_mlp_ratio"],
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    return Qwen2VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def new_vlm(seed: int = 0, **config: Any) -> tuple[Any, Any]:
+    """An untrained (model, processor) pair in memory, seeded."""
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    tokenizer = build_tokenizer(int(config.get("vocab_size", DEFAULT_CONFIG["vocab_size"])))
+    processor = build_processor(tokenizer)
+    cfg = build_config(tokenizer, **config)
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    return model, processor
+
+
+def save_vlm(model: Any, processor: Any, out_dir: str | Path) -> Path:
+    """Save model and processor as one folder that transformers and vLLM load."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = pad
+    model.generation_config.do_sample = False
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_vlm(out_dir: str | Path, *, seed: int = 0, **config: Any) -> Path:
+    """Write an untrained tiny VLM to `out_dir` and return the folder.
+
+    Args:
+        out_dir: folder to create (files in it are overwritten).
+        seed: torch seed for the random weights.
+        **config: overrides of `DEFAULT_CONFIG` (hidden_size, num_hidden_layers, ...).
+    """
+    model, processor = new_vlm(seed, **config)
+    return save_vlm(model, processor, out_dir)
