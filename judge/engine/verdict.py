@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ImageOutcome = Literal["safe", "unsafe", "undecided", "error"]
-RuleOutcome = Literal["violated", "not_violated", "undecided", "irrelevant"]
+# "skipped": not judged because the image was already decided (JudgeOptions.first_violation).
+RuleOutcome = Literal["violated", "not_violated", "undecided", "irrelevant", "skipped"]
 PreconditionOutcome = Literal["met", "not_met", "undecided", "skipped"]
 # Which stage settled a precondition (or alternative).
 Stage = Literal["prior", "center", "cascade", "no_cascade", "error", "skipped"]

@@ -1,0 +1,599 @@
+"""The decision procedure of CLUE, stages 3 to 5, for one image (../shared/DESIGN.md).
+
+Per image:
+1. Relevance: a rule is judged only if its relevance score exceeds its threshold
+   (CLIP/SigLIP cosine, or the served model's own Yes/No answer), unless the scan is off.
+2. Locate: one locator pass with the central-object words of every relevant precondition.
+   A confident box smaller than `crop_area` of the image: its crop replaces the image
+   for that precondition's queries.
+3. First pass: every alternative of every precondition of every relevant rule, asked in
+   one Yes/No batch (identical questions once), with the priors M(None, c) alongside.
+   d = M - prior: d < a1 not met, d > a2 met, otherwise uncertain.
+4. Rounds: each undecided rule takes the first still-uncertain precondition of its AND
+   chain through the next stage: the central-region check (mask the box with the mean
+   colour, re-ask; M(x) - M(x minus box) > beta means met), then the cascade. A chain
+   stops at its first precondition that is definitively not met, so the expensive stages
+   run only for preconditions that can still change the rule's outcome.
+5. OR: an alternative met makes its precondition met; all not met make it not met.
+   AND: the rule is violated iff every precondition is met.
+
+Failures never turn into "not met": a missing answer, a failed prior or an unparseable
+cascade leaves the alternative undecided, and an undecided precondition (with none
+definitively not met) leaves the rule undecided, the image too unless a rule is violated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from PIL import Image
+
+from judge import prompts
+from judge.constitution.schema import CompiledRule, Lock, PreconditionSpec
+from judge.engine.cascade import CascadeItem, CascadeResult, run_cascade
+from judge.engine.priors import Prior, PriorCache
+from judge.engine.verdict import (
+    AlternativeEvidence,
+    Box,
+    PreconditionEvidence,
+    RuleVerdict,
+)
+from judge.models.base import Backend, YesNoQuery, YesNoResult
+from judge.thresholds import Thresholds
+
+# The prompts whose versions a verdict records.
+PROMPTS: tuple[str, ...] = (
+    "visibility_instructions",
+    "visibility_question",
+    "relevance_question",
+    "reason",
+    "summarise",
+)
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """Stage switches; also the ablations of `judge eval`."""
+
+    relevance: bool = True  # stage 3 relevance scan
+    center: bool = True  # stage 4b central-region check (and small-box crops)
+    cascade: bool = True  # stage 5 reasoning
+    debias: bool = True  # False: M(None,c) taken as a flat 0.5 instead of the model's prior
+    preconditions: bool = True  # False: the rule's text as its only precondition
+    objectified: bool = True  # False: the author's source text instead of the objectified text
+    first_violation: bool = False  # stop judging an image at its first violated rule
+    all_frames: bool = False  # animated images: judge every frame (default: first frame)
+
+
+class RelevanceScorer(Protocol):
+    def score(self, image: Image.Image, texts: Sequence[str]) -> list[float]: ...
+
+
+class Locator(Protocol):
+    def locate(self, image: Image.Image, words: Sequence[str]) -> Mapping[str, Box | None]: ...
+
+
+Relevance = RelevanceScorer | Literal["vlm"] | None
+
+
+def _default_fill(image: Image.Image, box: Box) -> Image.Image:
+    from judge.vision.masking import fill_box
+
+    return fill_box(image, box)
+
+
+def _default_crop(image: Image.Image, box: Box) -> Image.Image:
+    from judge.vision.masking import crop_box
+
+    return crop_box(image, box)
+
+
+def _locked(lock: threading.Lock, fn: Callable[..., Any], *args: Any) -> Any:
+    with lock:
+        return fn(*args)
+
+
+def rule_thresholds(lock: Lock, run: Thresholds) -> dict[str, Thresholds]:
+    """Per rule: the run's thresholds, then the rule's own overrides, then calibration."""
+    calibration = lock.calibration
+    base = run
+    if calibration is not None and calibration.relevance is not None:
+        base = base.model_copy(update={"relevance": calibration.relevance})
+    out: dict[str, Thresholds] = {}
+    for rule in lock.rules:
+        merged = base.merged(rule.thresholds)
+        if calibration is not None:
+            merged = merged.merged(calibration.rules.get(rule.id))
+        out[rule.id] = merged
+    return out
+
+
+@dataclass
+class Setup:
+    """What the procedure needs for a run; shared by every image."""
+
+    backend: Backend
+    rules: list[CompiledRule]
+    thresholds: dict[str, Thresholds]
+    options: JudgeOptions
+    priors: PriorCache
+    relevance: Relevance = None
+    locator: Locator | None = None
+    fill: Callable[[Image.Image, Box], Image.Image] = _default_fill
+    crop: Callable[[Image.Image, Box], Image.Image] = _default_crop
+    instructions: str = field(default_factory=lambda: prompts.render("visibility_instructions"))
+    # One vision-encoder forward pass at a time: on a few CPU cores, parallel passes only
+    # thrash, and images in flight still overlap their model calls.
+    encoder_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class ImageResult:
+    rules: list[RuleVerdict]
+    calls: Counter[str]
+    timings: dict[str, float]
+
+
+# ---- working state ------------------------------------------------------------------
+
+
+@dataclass
+class _View:
+    """The image a precondition is asked about: the whole image, or a small box's crop."""
+
+    image: Image.Image
+    key: str
+    box: Box | None = None  # a confident box of the precondition's central objects
+    cropped: bool = False
+    _masked: tuple[Image.Image, str] | None = None
+
+
+@dataclass(eq=False)
+class _Alt:
+    statement: str
+    state: str = "uncertain"  # uncertain | met | not_met | undecided | skipped
+    stage: str = "prior"
+    m: float | None = None
+    prior: float | None = None
+    d: float | None = None
+    masked_m: float | None = None
+    rationale: str | None = None
+    error: str | None = None
+    centered: bool = False
+
+
+@dataclass(eq=False)
+class _Pre:
+    index: int
+    spec: PreconditionSpec
+    alts: list[_Alt]
+    view: _View | None = None
+
+    def state(self) -> str:
+        states = [a.state for a in self.alts]
+        if "met" in states:
+            return "met"
+        if all(s == "not_met" for s in states):
+            return "not_met"
+        if "uncertain" in states:
+            return "uncertain"
+        return "undecided"
+
+
+@dataclass(eq=False)
+class _Rule:
+    rule: CompiledRule
+    th: Thresholds
+    pres: list[_Pre]
+    relevance: float | None = None
+    outcome: str | None = None  # violated | not_violated | undecided | skipped
+    decisive: int | None = None
+    reason: str | None = None
+
+
+class _Run:
+    """The procedure for one image."""
+
+    def __init__(self, setup: Setup, image: Image.Image, key: str) -> None:
+        self.s = setup
+        self.image = image
+        self.key = key
+        self.calls: Counter[str] = Counter()
+        self.timings: dict[str, float] = {}
+        # Raw model answers of this image, shared by every rule that asks the same thing.
+        self.first: dict[tuple[str, str], YesNoResult] = {}
+        self.masked: dict[tuple[str, str], YesNoResult] = {}
+        self.cascaded: dict[tuple[str, str], CascadeResult] = {}
+        self._owner: dict[int, _Rule] = {}
+
+    # -- helpers
+
+    def _rule_text(self, rule: CompiledRule) -> str:
+        return rule.text if self.s.options.objectified else rule.source_text
+
+    def _query(self, statement: str, image: Image.Image | None, key: str | None) -> YesNoQuery:
+        return YesNoQuery(
+            instructions=self.s.instructions,
+            question=prompts.render("visibility_question", statement=statement),
+            image=image,
+            image_key=key,
+        )
+
+    def _timed(self, name: str, started: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+
+    # -- stage 3: relevance
+
+    async def relevance(self) -> list[_Rule]:
+        rules = [r for r in self.s.rules if r.enabled]
+        texts = [self._rule_text(r) for r in rules]
+        scores: list[float | None] = [None] * len(rules)
+        relevant = [True] * len(rules)
+        scorer = self.s.relevance if self.s.options.relevance else None
+        started = time.perf_counter()
+        if scorer == "vlm":
+            queries = [
+                YesNoQuery(
+                    instructions=self.s.instructions,
+                    question=prompts.render("relevance_question", subject=text),
+                    image=self.image,
+                    image_key=self.key,
+                )
+                for text in texts
+            ]
+            self.calls["relevance"] += len(queries)
+            results = await self.s.backend.yes_no(queries)
+            for i, (rule, result) in enumerate(zip(rules, results, strict=True)):
+                scores[i] = result.m
+                # A failed answer keeps the rule: skipping it could only hide a violation.
+                relevant[i] = (
+                    result.m is None or result.m > self.s.thresholds[rule.id].relevance_vlm
+                )
+        elif scorer is not None:
+            self.calls["relevance_encoder"] += 1
+            values = await asyncio.to_thread(
+                _locked, self.s.encoder_lock, scorer.score, self.image, texts
+            )
+            for i, (rule, value) in enumerate(zip(rules, values, strict=True)):
+                scores[i] = float(value)
+                relevant[i] = float(value) > self.s.thresholds[rule.id].relevance
+        if scorer is not None:
+            self._timed("relevance", started)
+        out: list[_Rule] = []
+        for i, rule in enumerate(rules):
+            th = self.s.thresholds[rule.id]
+            state = _Rule(rule, th, self._chain(rule), relevance=scores[i])
+            if not relevant[i]:
+                state.outcome = "irrelevant"
+            out.append(state)
+        return out
+
+    def _chain(self, rule: CompiledRule) -> list[_Pre]:
+        if self.s.options.preconditions:
+            specs = rule.preconditions
+        else:
+            objects = list(dict.fromkeys(o for p in rule.preconditions for o in p.objects))[:8]
+            specs = [PreconditionSpec(any_of=[self._rule_text(rule)], objects=objects)]
+        return [
+            _Pre(i, spec, [_Alt(s) for s in dict.fromkeys(spec.any_of)])
+            for i, spec in enumerate(specs)
+        ]
+
+    # -- stage 4b, part 1: locate once, crop small boxes
+
+    async def locate(self, rules: list[_Rule]) -> None:
+        pres = [p for r in rules for p in r.pres]
+        boxes: Mapping[str, Box | None] = {}
+        words = list(dict.fromkeys(w for p in pres for w in p.spec.objects))
+        if self.s.options.center and self.s.locator is not None and words:
+            started = time.perf_counter()
+            self.calls["locator"] += 1
+            boxes = await asyncio.to_thread(
+                _locked, self.s.encoder_lock, self.s.locator.locate, self.image, words
+            )
+            self._timed("locate", started)
+        area = float(self.image.width * self.image.height)
+        views: dict[tuple[str, bool], _View] = {}
+        for pre in pres:
+            th = self._th_of(pre)
+            found = [boxes.get(w) for w in pre.spec.objects]
+            confident = [b for b in found if b is not None and b.confidence > th.box_confidence]
+            if not confident:
+                pre.view = _View(self.image, self.key)
+                continue
+            # With several boxes, the most confident one (DESIGN.md).
+            box = max(confident, key=lambda b: b.confidence)
+            cropped = box.area() < th.crop_area * area
+            if (box.label, cropped) not in views:
+                if cropped:
+                    crop = await asyncio.to_thread(self.s.crop, self.image, box)
+                    view = _View(crop, f"{self.key}#crop:{box.label}", box, cropped=True)
+                else:
+                    view = _View(self.image, self.key, box)
+                views[(box.label, cropped)] = view
+            pre.view = views[(box.label, cropped)]
+
+    # -- stage 4a: the first pass, with the priors
+
+    async def first_pass(self, rules: list[_Rule]) -> None:
+        wanted: dict[tuple[str, str], tuple[str, _View]] = {}
+        for rule in rules:
+            for pre in rule.pres:
+                assert pre.view is not None
+                for alt in pre.alts:
+                    wanted.setdefault((alt.statement, pre.view.key), (alt.statement, pre.view))
+        keys = list(wanted)
+        queries = [self._query(s, v.image, v.key) for s, v in wanted.values()]
+        statements = list(dict.fromkeys(s for s, _ in keys))
+        started = time.perf_counter()
+        self.calls["first_pass"] += len(queries)
+        if self.s.options.debias:
+            answers, (priors, asked) = await asyncio.gather(
+                self.s.backend.yes_no(queries), self.s.priors.get(statements)
+            )
+            self.calls["prior"] += asked
+        else:
+            answers = await self.s.backend.yes_no(queries)
+            priors = {s: Prior(0.5) for s in statements}
+        self._timed("first_pass", started)
+        self.first.update(zip(keys, answers, strict=True))
+        for rule in rules:
+            for pre in rule.pres:
+                assert pre.view is not None
+                for alt in pre.alts:
+                    self._classify(
+                        alt,
+                        self.first[(alt.statement, pre.view.key)],
+                        priors[alt.statement],
+                        rule.th,
+                    )
+
+    def _classify(self, alt: _Alt, result: YesNoResult, prior: Prior, th: Thresholds) -> None:
+        alt.m, alt.prior = result.m, prior.m
+        if result.m is None:
+            why = result.error or "neither Yes nor No among the returned probabilities"
+            alt.state, alt.stage, alt.error = "undecided", "error", f"answer missing: {why}"
+            return
+        if prior.m is None:
+            alt.state, alt.stage, alt.error = "undecided", "error", prior.error
+            return
+        alt.d = result.m - prior.m
+        if alt.d < th.a1(prior.m):
+            alt.state = "not_met"
+        elif alt.d > th.a2(prior.m):
+            alt.state = "met"
+
+    # -- the rounds: AND chains, stage by stage
+
+    def _settle(self, rule: _Rule) -> _Pre | None:
+        """Decide `rule` if its chain allows; else return the precondition to work on."""
+        states = [p.state() for p in rule.pres]
+        if "not_met" in states:
+            rule.outcome, rule.decisive = "not_violated", states.index("not_met")
+            return None
+        if all(s == "met" for s in states):
+            rule.outcome, rule.decisive = "violated", len(states) - 1
+            return None
+        if "uncertain" in states:
+            return rule.pres[states.index("uncertain")]
+        first = states.index("undecided")
+        rule.outcome, rule.decisive = "undecided", first
+        rule.reason = "; ".join(
+            f"precondition {p.index + 1}: {a.statement!r}: {a.error or 'uncertain'}"
+            for p in rule.pres
+            if p.state() == "undecided"
+            for a in p.alts
+            if a.state == "undecided"
+        )
+        return None
+
+    async def rounds(self, rules: list[_Rule]) -> None:
+        while True:
+            work = [
+                (r, p) for r in rules if r.outcome is None and (p := self._settle(r)) is not None
+            ]
+            if self.s.options.first_violation and any(r.outcome == "violated" for r in rules):
+                for r in rules:
+                    if r.outcome is None:
+                        r.outcome, r.reason = "skipped", "not judged: an earlier rule is violated"
+                return
+            if not work:
+                return
+            pres = list({id(p): p for _, p in work}.values())
+            center = [p for p in pres if self._wants_center(p)]
+            cascade = [p for p in pres if not any(p is c for c in center)]
+            await asyncio.gather(self.center(center), self.cascade(cascade))
+
+    def _wants_center(self, pre: _Pre) -> bool:
+        assert pre.view is not None
+        return (
+            self.s.options.center
+            and pre.view.box is not None
+            and any(a.state == "uncertain" and not a.centered for a in pre.alts)
+        )
+
+    # -- stage 4b, part 2: the masked re-query
+
+    def _masked_view(self, view: _View) -> tuple[Image.Image, str]:
+        assert view.box is not None
+        if view._masked is None:
+            # Mask in the full image, then crop the same box: a crop's masked twin keeps
+            # whatever margin the crop has, and only the object itself disappears.
+            filled = self.s.fill(self.image, view.box)
+            image = self.s.crop(filled, view.box) if view.cropped else filled
+            view._masked = (image, f"{view.key}#mask:{view.box.label}")
+        return view._masked
+
+    async def center(self, pres: list[_Pre]) -> None:
+        if not pres:
+            return
+        started = time.perf_counter()
+        wanted: dict[tuple[str, str], YesNoQuery] = {}
+        for pre in pres:
+            assert pre.view is not None
+            image, key = await asyncio.to_thread(self._masked_view, pre.view)
+            for alt in pre.alts:
+                if alt.state == "uncertain" and (alt.statement, key) not in self.masked:
+                    wanted.setdefault((alt.statement, key), self._query(alt.statement, image, key))
+        if wanted:
+            self.calls["masked"] += len(wanted)
+            answers = await self.s.backend.yes_no(list(wanted.values()))
+            self.masked.update(zip(wanted, answers, strict=True))
+        for pre in pres:
+            assert pre.view is not None
+            th = self._th_of(pre)
+            _, key = self._masked_view(pre.view)
+            for alt in pre.alts:
+                if alt.state != "uncertain":
+                    continue
+                alt.centered = True
+                result = self.masked[(alt.statement, key)]
+                alt.masked_m = result.m
+                if result.m is None:
+                    why = result.error or "neither Yes nor No among the returned probabilities"
+                    alt.state, alt.stage, alt.error = (
+                        "undecided",
+                        "error",
+                        f"masked answer missing: {why}",
+                    )
+                elif alt.m is not None and alt.m - result.m > th.beta:
+                    alt.state, alt.stage = "met", "center"
+        self._timed("center", started)
+
+    # -- stage 5: the cascade
+
+    async def cascade(self, pres: list[_Pre]) -> None:
+        pending = [(p, a) for p in pres for a in p.alts if a.state == "uncertain"]
+        if not pending:
+            return
+        if not self.s.options.cascade:
+            for _, alt in pending:
+                alt.state, alt.stage = "undecided", "no_cascade"
+                alt.error = alt.error or "uncertain, and the cascade is off"
+            return
+        started = time.perf_counter()
+        wanted: dict[tuple[str, str], CascadeItem] = {}
+        for pre, alt in pending:
+            assert pre.view is not None
+            key = (alt.statement, pre.view.key)
+            if key not in self.cascaded:
+                wanted.setdefault(key, CascadeItem(alt.statement, pre.view.image, pre.view.key))
+        if wanted:
+            results = await run_cascade(self.s.backend, self.s.instructions, list(wanted.values()))
+            self.calls["cascade"] += len(results)
+            self.calls["generate"] += sum(r.generations for r in results)
+            self.cascaded.update(zip(wanted, results, strict=True))
+        for pre, alt in pending:
+            assert pre.view is not None
+            result = self.cascaded[(alt.statement, pre.view.key)]
+            alt.stage, alt.rationale = "cascade", result.rationale
+            if result.rating is None:
+                alt.state, alt.error = "undecided", result.error or "no rating"
+            else:
+                alt.state = "met" if result.rating else "not_met"
+        self._timed("cascade", started)
+
+    def _th_of(self, pre: _Pre) -> Thresholds:
+        return self._owner[id(pre)].th
+
+    # -- the whole image
+
+    async def run(self) -> list[RuleVerdict]:
+        started = time.perf_counter()
+        rules = await self.relevance()
+        live = [r for r in rules if r.outcome is None]
+        self._owner.update({id(p): r for r in rules for p in r.pres})
+        if live:
+            await self.locate(live)
+            await self.first_pass(live)
+            await self.rounds(live)
+        self._timed("total", started)
+        return [self._verdict(r) for r in rules]
+
+    def _verdict(self, rule: _Rule) -> RuleVerdict:
+        threshold = None
+        if self.s.options.relevance and self.s.relevance is not None:
+            threshold = rule.th.relevance_vlm if self.s.relevance == "vlm" else rule.th.relevance
+        if rule.outcome == "irrelevant":
+            return RuleVerdict(
+                rule_id=rule.rule.id,
+                outcome="irrelevant",
+                relevance=rule.relevance,
+                relevance_threshold=threshold,
+            )
+        evidence = []
+        for pre in rule.pres:
+            settled_here = rule.outcome in ("skipped",) or (
+                rule.decisive is not None
+                and pre.index > rule.decisive
+                and rule.outcome == "not_violated"
+            )
+            state = pre.state()
+            if settled_here or state == "uncertain":
+                state = "skipped"
+            evidence.append(
+                PreconditionEvidence(
+                    index=pre.index,
+                    outcome=state,  # type: ignore[arg-type]
+                    alternatives=[self._alt_evidence(a, pre, rule.th, state) for a in pre.alts],
+                )
+            )
+        return RuleVerdict(
+            rule_id=rule.rule.id,
+            outcome=rule.outcome,  # type: ignore[arg-type]
+            relevance=rule.relevance,
+            relevance_threshold=threshold,
+            decisive_precondition=rule.decisive,
+            preconditions=evidence,
+            reason=rule.reason,
+        )
+
+    def _alt_evidence(
+        self, alt: _Alt, pre: _Pre, th: Thresholds, pre_state: str
+    ) -> AlternativeEvidence:
+        state, stage = alt.state, alt.stage
+        if state == "uncertain" or pre_state == "skipped":
+            # Not needed: its precondition or rule was settled without it.
+            state, stage = ("skipped", "skipped") if state == "uncertain" else (state, stage)
+        assert pre.view is not None
+        return AlternativeEvidence(
+            statement=alt.statement,
+            outcome=state,  # type: ignore[arg-type]
+            stage=stage,  # type: ignore[arg-type]
+            m=alt.m,
+            prior=alt.prior,
+            d=alt.d,
+            a1=th.a1(alt.prior) if alt.prior is not None else None,
+            a2=th.a2(alt.prior) if alt.prior is not None else None,
+            beta=th.beta if alt.centered else None,
+            masked_m=alt.masked_m,
+            box=pre.view.box,
+            cropped=pre.view.cropped,
+            rationale=alt.rationale,
+            error=alt.error,
+        )
+
+
+async def judge_image(setup: Setup, image: Image.Image, key: str) -> ImageResult:
+    """Run the procedure on one (already resized) image; `key` names it to the back end."""
+    run = _Run(setup, image, key)
+    rules = await run.run()
+    return ImageResult(rules, run.calls, run.timings)
+
+
+def image_outcome(rules: Sequence[RuleVerdict]) -> tuple[str, list[str], list[str]]:
+    """(outcome, violated ids, undecided ids): unsafe iff a rule is violated; safe only if
+    every judged rule is not violated; otherwise undecided."""
+    violated = [r.rule_id for r in rules if r.outcome == "violated"]
+    undecided = [r.rule_id for r in rules if r.outcome == "undecided"]
+    if violated:
+        return "unsafe", violated, undecided
+    if undecided or any(r.outcome == "skipped" for r in rules):
+        return "undecided", violated, undecided
+    return "safe", violated, undecided
