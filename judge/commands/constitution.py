@@ -12,13 +12,14 @@ import typer
 from judge.commands.app import app
 from judge.constitution import Constitution
 from judge.constitution.compiler import CompileOptions, CompileReport
-from judge.constitution.schema import ConstitutionSpec, Lock
+from judge.constitution.loader import source_json_schema
+from judge.constitution.schema import Lock
 from judge.errors import ConstitutionError, InputError, LockError
 
 PolicyPaths = Annotated[list[Path], typer.Argument(help="Constitution files (YAML).")]
 
 
-@app.command()
+@app.command(name="check")
 def check(policies: PolicyPaths) -> None:
     """Validate constitutions: print OK per file, or every problem with file:line:column."""
     failed: list[ConstitutionError | LockError] = []
@@ -148,13 +149,15 @@ def _print_report(report: CompileReport, path: Path) -> None:
             typer.echo(f"{len(ids)} rule(s) {label}: {', '.join(ids)}", err=True)
 
 
-@app.command()
+@app.command(name="schema")
 def schema(
     lock: Annotated[bool, typer.Option("--lock", help="The lock file's schema instead.")] = False,
 ) -> None:
     """Print the JSON Schema of the constitution format (for editors' YAML checking)."""
-    model = Lock if lock else ConstitutionSpec
-    body = model.model_json_schema()
-    body["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    body.setdefault("title", "judge constitution" if not lock else "judge constitution lock")
+    if lock:
+        body = Lock.model_json_schema()
+        body["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        body["title"] = "judge constitution lock"
+    else:
+        body = source_json_schema()
     typer.echo(json.dumps(body, indent=2, sort_keys=False))

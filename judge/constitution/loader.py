@@ -271,3 +271,40 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     if model is PreconditionSpec:
         keys.insert(1, "statement")
     return keys
+
+
+# ---- JSON Schema for editors ---------------------------------------------------------
+
+
+def source_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the constitution source format, shorthands included.
+
+    pydantic describes a precondition only in its full mapping form; authors may also
+    write a statement, a list of alternatives, or `statement:` instead of `any_of:`, so
+    the schema says so too (an editor would otherwise flag valid files).
+    """
+    schema = ConstitutionSpec.model_json_schema()
+    full = schema["$defs"]["PreconditionSpec"]
+    text = full["properties"]["any_of"]["items"]
+    statement_form = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"statement": text, "objects": full["properties"]["objects"]},
+        "required": ["statement"],
+    }
+    alternatives = {k: v for k, v in full["properties"]["any_of"].items() if k != "title"}
+    schema["$defs"]["PreconditionSpec"] = {
+        "description": (
+            "One precondition, met if any alternative is visible: a statement, a list of "
+            "alternative statements, or a mapping with any_of (or statement) and objects."
+        ),
+        "anyOf": [
+            text,
+            alternatives,
+            {k: v for k, v in full.items() if k != "description"},
+            statement_form,
+        ],
+    }
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "judge constitution"
+    return schema

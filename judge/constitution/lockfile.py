@@ -78,10 +78,13 @@ def parse_lock(data: bytes | str, file: str = "<lock>") -> Lock:
 
 
 def dump_lock(lock: Lock) -> str:
-    """The lock as YAML text, in the schema's field order, without empty optional fields."""
+    """The lock as YAML text, in the schema's field order, without empty optional fields.
+
+    Lines are never wrapped: a one-word edit of a rule then changes one line of the diff.
+    """
     body = lock.model_dump(mode="json", exclude_none=True)
     text: str = yaml.safe_dump(
-        _prune(body), sort_keys=False, allow_unicode=True, width=100, default_flow_style=False
+        _prune(body), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False
     )
     return _HEADER.format(source=lock.source) + text
 
