@@ -180,7 +180,14 @@ class _Walker:
             return self.scalars.construct_object(node, deep=True)
         # SafeConstructor reports bad explicitly-tagged values (`!!int abc`, a 5000-digit
         # integer) with whichever builtin error int()/float()/dict lookup raised.
-        except (yaml.YAMLError, ValueError, KeyError, TypeError, OverflowError) as error:
+        except (
+            yaml.YAMLError,
+            ValueError,
+            LookupError,
+            TypeError,
+            OverflowError,
+            AttributeError,
+        ) as error:
             kind = node.tag.rsplit(":", 1)[-1]
             raise YamlProblem(
                 f"cannot read {node.value[:40]!r} as {kind}: {str(error)[:100]}", *_mark(node)
