@@ -1,0 +1,256 @@
+"""The `hf` back end: transformers in process (CPU or GPU, no server).
+
+`AutoModelForImageTextToText` + `AutoProcessor`; the processor's chat template renders the
+same turns vLLM would, so the token sequences match the other back ends. Yes/No queries
+run as batched forward passes with left padding; the next-token logits are softmaxed over
+the full vocabulary and the label spellings summed. Generation is greedy. The work runs in
+one worker thread, so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from judge.errors import BackendError, NoVisionError
+from judge.models._batch import Coalescer, run_isolated
+from judge.models._chat import to_hf, yes_no_chat
+from judge.models._labels import LabelTokens, find_label_tokens
+from judge.models.base import Backend, Chat, Generation, YesNoQuery, YesNoResult
+from judge.models.registry import require
+
+INSTALL = "pip install 'judge[hf]'  (torch, transformers)"
+
+_GenItem = tuple[Chat, int]
+
+
+class HFBackend(Backend):
+    """A vision-language model run by transformers.
+
+    Args:
+        model: model id (from the local hub cache) or a local folder.
+        device: "cpu", "cuda", ...; default cuda when available, else cpu.
+        dtype: "float32", "bfloat16", "float16" or "auto"; default float32 on CPU
+            (exact agreement with the other back ends), the model's own dtype on GPU.
+        max_batch: most sequences in one forward pass.
+    """
+
+    kind = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_batch: int = 16,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        torch = require("torch", backend=self.kind, install=INSTALL)
+        transformers = require("transformers", backend=self.kind, install=INSTALL)
+        self._torch = torch
+        self._model_name = model
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or ("float32" if self.device == "cpu" else "auto")
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        try:
+            self._processor = transformers.AutoProcessor.from_pretrained(
+                model, trust_remote_code=trust_remote_code
+            )
+            config = transformers.AutoConfig.from_pretrained(
+                model, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise BackendError(
+                f"cannot load the model {model!r} with transformers: {str(exc).splitlines()[0]}",
+                hint="Give a local model folder, or a hub id already in the cache (HF_HOME)",
+            ) from None
+        if getattr(config, "vision_config", None) is None or not hasattr(
+            self._processor, "image_processor"
+        ):
+            raise NoVisionError(
+                f"the model {model!r} takes no images (no vision tower or image processor)",
+                fix="choose a vision-language model, e.g. Qwen/Qwen2.5-VL-7B-Instruct",
+            )
+        try:
+            self._model = transformers.AutoModelForImageTextToText.from_pretrained(
+                model, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
+        except ValueError as exc:
+            raise NoVisionError(
+                f"transformers cannot load {model!r} as an image-text-to-text model: "
+                f"{str(exc).splitlines()[0]}",
+                fix="choose a vision-language model, e.g. Qwen/Qwen2.5-VL-7B-Instruct",
+            ) from None
+        self._model.to(self.device).eval()
+        tokenizer = self._processor.tokenizer
+        # Left padding keeps every sequence's last token in the last column.
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.labels: LabelTokens = find_label_tokens(
+            lambda s: list(tokenizer.encode(s, add_special_tokens=False)), where=model
+        )
+        self._image_token_id: int | None = getattr(config, "image_token_id", None)
+        self._lock = threading.Lock()  # one forward pass at a time, whoever asks
+        self._yes_no_batches: Coalescer[YesNoQuery, YesNoResult] = Coalescer(
+            self._yes_no_batch, max_batch
+        )
+        self._gen_batches: Coalescer[_GenItem, Generation] = Coalescer(
+            self._generate_batch, max_batch
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self._model_name
+
+    @property
+    def max_image_pixels(self) -> int | None:
+        size = getattr(self._processor.image_processor, "size", None) or {}
+        value = (
+            size.get("longest_edge") or size.get("max_pixels") if isinstance(size, dict) else None
+        )
+        return int(value) if value else None
+
+    # -- shared ------------------------------------------------------------------------
+
+    def _inputs(self, chats: Sequence[Chat], *, generation_prompt: bool = True) -> Any:
+        texts: list[str] = []
+        images: list[Any] = []
+        for chat in chats:
+            messages, chat_images = to_hf(chat)
+            texts.append(
+                self._processor.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=generation_prompt
+                )
+            )
+            images.extend(chat_images)
+        inputs = self._processor(
+            text=texts, images=images or None, padding=True, return_tensors="pt"
+        )
+        return inputs.to(self.device)
+
+    def prompt_token_ids(self, query: YesNoQuery) -> list[int]:
+        """The token ids the model sees for `query` (for tests and `judge doctor`)."""
+        with self._lock:
+            inputs = self._inputs([yes_no_chat(query)])
+        return [int(t) for t in inputs["input_ids"][0].tolist()]
+
+    @property
+    def image_token_id(self) -> int | None:
+        return self._image_token_id
+
+    # -- Yes/No ------------------------------------------------------------------------
+
+    def _yes_no_batch(self, queries: list[YesNoQuery]) -> list[YesNoResult]:
+        # Image and no-image prompts go in separate passes: processors differ on how
+        # they take a batch where only some texts have an image.
+        results: dict[int, YesNoResult] = {}
+        for with_image in (True, False):
+            index = [i for i, q in enumerate(queries) if (q.image is not None) == with_image]
+            if not index:
+                continue
+            group = [queries[i] for i in index]
+            done = run_isolated(self._yes_no_pass, group, lambda _q, why: YesNoResult.failed(why))
+            results.update(zip(index, done, strict=True))
+        return [results[i] for i in range(len(queries))]
+
+    def _yes_no_pass(self, queries: list[YesNoQuery]) -> list[YesNoResult]:
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            inputs = self._inputs([yes_no_chat(q) for q in queries])
+            out = self._model(**inputs, logits_to_keep=1)
+            logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+            lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        yes_ids, no_ids = list(self.labels.yes), list(self.labels.no)
+        p_yes = logprobs[:, yes_ids].exp().sum(dim=1).tolist()
+        p_no = logprobs[:, no_ids].exp().sum(dim=1).tolist()
+        return [
+            YesNoResult(p_yes=y, p_no=n, prompt_tokens=int(t))
+            for y, n, t in zip(p_yes, p_no, lengths, strict=True)
+        ]
+
+    async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
+        results = await self._yes_no_batches.submit(queries)
+        self.stats.yes_no_queries += len(results)
+        self.stats.requests += 1
+        for r in results:
+            self.stats.failures += r.error is not None
+            self.stats.prompt_tokens += r.prompt_tokens
+        return results
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _generate_batch(self, items: list[_GenItem]) -> list[Generation]:
+        results: dict[int, Generation] = {}
+        for max_tokens in sorted({m for _, m in items}):
+            index = [i for i, (_, m) in enumerate(items) if m == max_tokens]
+            group = [items[i][0] for i in index]
+            done = run_isolated(
+                functools.partial(self._generate_pass, max_tokens=max_tokens),
+                group,
+                lambda _c, why: Generation(text="", error=why),
+            )
+            results.update(zip(index, done, strict=True))
+        return [results[i] for i in range(len(items))]
+
+    def _generate_pass(self, chats: list[Chat], max_tokens: int) -> list[Generation]:
+        torch = self._torch
+        tokenizer = self._processor.tokenizer
+        with self._lock, torch.inference_mode():
+            inputs = self._inputs(chats)
+            out = self._model.generate(
+                **inputs,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        width = inputs["input_ids"].shape[1]
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        stops = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+        results = []
+        for row, prompt_len in zip(out[:, width:].tolist(), lengths, strict=True):
+            n = next((i for i, t in enumerate(row) if t in stops), len(row))
+            text = tokenizer.decode(row[:n], skip_special_tokens=True)
+            results.append(
+                Generation(text=text, prompt_tokens=int(prompt_len), completion_tokens=n)
+            )
+        return results
+
+    async def generate(
+        self,
+        chats: Sequence[Chat],
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+    ) -> list[Generation]:
+        # No constrained decoding here (supports_json_schema is False): the caller parses.
+        results = await self._gen_batches.submit([(chat, max_tokens) for chat in chats])
+        self.stats.generations += len(results)
+        self.stats.requests += 1
+        for g in results:
+            self.stats.failures += g.error is not None
+            self.stats.prompt_tokens += g.prompt_tokens
+            self.stats.completion_tokens += g.completion_tokens
+        return results
+
+    async def check(self) -> list[tuple[str, bool, str]]:
+        from PIL import Image
+
+        found = ", ".join(f"{s!r}={i}" for i, s in {**self.labels.yes, **self.labels.no}.items())
+        rows = [
+            ("model", True, f"{self._model_name} on {self.device}"),
+            ("labels", True, f"single tokens: {found}"),
+            ("logprobs", True, "full next-token distribution (in process)"),
+        ]
+        image = Image.new("RGB", (56, 56), (200, 30, 30))
+        with_image = YesNoQuery("Answer Yes or No.", "Is it red?", image)
+        without = YesNoQuery("Answer Yes or No.", "Is it red?")
+        a, b = self.prompt_token_ids(with_image), self.prompt_token_ids(without)
+        if len(a) <= len(b):
+            rows.append(("vision", False, "the image added no tokens: the processor drops images"))
+        else:
+            rows.append(("vision", True, f"an image adds {len(a) - len(b)} prompt tokens"))
+        return rows

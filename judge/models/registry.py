@@ -1,0 +1,152 @@
+"""Back-end registry: names to classes, loaded only when chosen.
+
+A back end registers as `register_backend(kind, "module:Class")` (or a callable). The
+built-in ones register exactly like outside plugins, which declare an entry point in the
+`judge.backends` group with the same "module:Class" value. Nothing heavy is imported until
+`load_backend` picks a kind, so `import judge` never pulls in torch or vLLM.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from judge.errors import BackendError, InputError
+from judge.models._secret import Secret, resolve_api_key
+from judge.models.base import Backend
+
+Factory = Callable[..., Backend]
+
+ENTRY_POINT_GROUP = "judge.backends"
+
+_registry: dict[str, str | Factory] = {}
+_aliases = {"server": "vllm-server", "openai": "vllm-server", "transformers": "hf"}
+_plugins_loaded = False
+
+
+def register_backend(kind: str, target: str | Factory, *, replace: bool = False) -> None:
+    """Make back end `kind` loadable.
+
+    Args:
+        kind: the name users pass as `--backend`.
+        target: "package.module:Class" (imported on first use) or a callable that takes
+            `model=`, `server=`, `api_key=` and options and returns a `Backend`.
+        replace: allow replacing an existing registration.
+    """
+    if kind in _registry and not replace:
+        raise ValueError(f"back end {kind!r} is already registered")
+    _registry[kind] = target
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _registry:
+            register_backend(ep.name, ep.value)
+
+
+def backend_kinds() -> list[str]:
+    """The names of every registered back end."""
+    _load_plugins()
+    return sorted(_registry)
+
+
+def default_kind(server: str | None = None) -> str:
+    """ "vllm-server" when a server is given (flag or `JUDGE_SERVER`), else "hf"."""
+    return "vllm-server" if server or os.environ.get("JUDGE_SERVER") else "hf"
+
+
+def _resolve(target: str | Factory, kind: str) -> Factory:
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory: Factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise BackendError(
+            f"back end {kind!r} cannot be loaded from {target!r}: {exc}",
+            hint="reinstall the package that provides it",
+        ) from exc
+    return factory
+
+
+def load_backend(
+    kind: str | None = None,
+    *,
+    model: str | None = None,
+    server: str | None = None,
+    api_key: str | Secret | None = None,
+    **options: Any,
+) -> Backend:
+    """Create a back end.
+
+    Args:
+        kind: "vllm-server", "vllm", "hf" or a plugin's name; None picks "vllm-server"
+            when a server is given (here or in `JUDGE_SERVER`), else "hf".
+        model: model id or local folder (for a server: the model it must be serving).
+        server: base URL of an OpenAI-compatible server (default: `JUDGE_SERVER`).
+        api_key: the key, "@path" to read it from a file, or None for the environment
+            (`JUDGE_API_KEY`, `OPENAI_API_KEY`, `JUDGE_API_KEY_FILE`).
+        **options: back-end options (concurrency, timeout, device, dtype, ...).
+
+    Raises:
+        InputError: unknown kind, or an option that back end does not take.
+        BackendError: the back end's library is missing or the model cannot be loaded.
+    """
+    _load_plugins()
+    name = _aliases.get(kind, kind) if kind else default_kind(server)
+    if name not in _registry:
+        raise InputError(f"unknown back end {kind!r}; choose one of: {', '.join(backend_kinds())}")
+    factory = _resolve(_registry[name], name)
+    kwargs: dict[str, Any] = dict(options)
+    if model is not None:
+        kwargs["model"] = model
+    if server is not None:
+        kwargs["server"] = server
+    key = resolve_api_key(api_key) if name == "vllm-server" else api_key
+    if key is not None:
+        kwargs["api_key"] = key
+    _check_options(factory, name, kwargs)
+    return factory(**kwargs)
+
+
+def _check_options(factory: Factory, kind: str, kwargs: dict[str, Any]) -> None:
+    """Turn an option the back end does not take into a usage error, not a TypeError."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise InputError(
+            f"the {kind} back end does not take {', '.join(unknown)}; "
+            f"it takes: {', '.join(p for p in params if p != 'self')}"
+        )
+
+
+def require(module: str, *, backend: str, install: str) -> Any:
+    """Import a back end's heavy library, or say which `pip install` provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(
+            f"the {backend} back end needs the Python package '{module}', which is not "
+            f"installed or fails to import ({exc})",
+            hint=f"Install it with: {install}",
+        ) from exc
+
+
+# The built-in back ends, registered the way a plugin's entry points would be.
+register_backend("vllm-server", "judge.models.vllm_server:VLLMServerBackend")
+register_backend("vllm", "judge.models.vllm_engine:VLLMEngineBackend")
+register_backend("hf", "judge.models.hf:HFBackend")
