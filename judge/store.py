@@ -237,15 +237,17 @@ class Store:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Statements of a migration script; `sqlite3.complete_statement` finds the ends."""
+    """Statements of a migration script. Cut at each ';' and let
+    `sqlite3.complete_statement` say whether the piece so far is whole (it is not while a
+    ';' sits inside a string or a trigger body)."""
     statements: list[str] = []
     buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
+    for piece in script.split(";"):
+        buffer += piece + ";"
         if sqlite3.complete_statement(buffer):
-            if buffer.strip():
+            if buffer.strip(" \t\r\n;"):
                 statements.append(buffer.strip())
             buffer = ""
-    if buffer.strip():
+    if buffer.strip(" \t\r\n;"):
         statements.append(buffer.strip())
     return statements

@@ -263,9 +263,7 @@ def test_and_chain_met_then_next() -> None:
 
 def test_undecided_then_not_met_later_is_not_violated() -> None:
     # An undecided precondition does not stop the chain: a later one may still be not met.
-    backend = ScriptedBackend(
-        answers(a=None, b=0.6), cascades={("b", IMG): ["thinking", NO]}
-    )
+    backend = ScriptedBackend(answers(a=None, b=0.6), cascades={("b", IMG): ["thinking", NO]})
     verdict = only(run(backend, make_lock(rule("r", "a", "b"))))
     assert verdict.outcome == "not_violated" and verdict.decisive_precondition == 1
 
@@ -342,7 +340,9 @@ def test_center_masked_drop_above_beta_is_met() -> None:
     backend = ScriptedBackend(answers(c=0.7))
     backend.script({("c", f"{IMG}#mask:knife"): 0.05})
     locator = FakeLocator({"knife": BIG})
-    verdict = only(run(backend, make_lock(rule("r", {"any_of": ["c"], "objects": ["knife"]})), locator=locator))
+    verdict = only(
+        run(backend, make_lock(rule("r", {"any_of": ["c"], "objects": ["knife"]})), locator=locator)
+    )
     alt = verdict.preconditions[0].alternatives[0]
     assert verdict.outcome == "violated"
     assert (alt.stage, alt.masked_m, alt.beta) == ("center", 0.05, 0.6)
@@ -491,7 +491,11 @@ def test_image_outcome_table() -> None:
     assert image_outcome([rv("not_violated"), rv("irrelevant")])[0] == "safe"
     assert image_outcome([])[0] == "safe"
     assert image_outcome([rv("not_violated"), rv("undecided")])[0] == "undecided"
-    assert image_outcome([rv("violated"), rv("undecided")]) == ("unsafe", ["violated"], ["undecided"])
+    assert image_outcome([rv("violated"), rv("undecided")]) == (
+        "unsafe",
+        ["violated"],
+        ["undecided"],
+    )
 
 
 def test_missing_first_pass_never_safe() -> None:
@@ -521,7 +525,9 @@ def test_relevance_clip_filters_rules_and_records_scores() -> None:
 
 
 def test_relevance_vlm_one_query_per_rule_and_failures_keep_the_rule() -> None:
-    lock = make_lock(rule("r1", "a", text="red"), rule("r2", "b", text="blue"), rule("r3", "c", text="green"))
+    lock = make_lock(
+        rule("r1", "a", text="red"), rule("r2", "b", text="blue"), rule("r3", "c", text="green")
+    )
     backend = ScriptedBackend(answers(a=0.91, c=0.2))
     backend.script(
         {

@@ -54,7 +54,8 @@ class ScriptedBackend(Backend):
     """A fake `Backend` that answers only what it was told to.
 
     Args:
-        yes_no: (statement, image key or None) -> M, a YesNoResult, or None (missing).
+        yes_no: (statement, image key or None) -> M, a YesNoResult, or None (missing);
+            the image key "*" answers for any image without its own entry.
         cascades: (statement, image key) -> the texts the cascade gets, in order: the
             reasoning, then the summary, then any retries. A text may be a `Generation`
             (e.g. one with an error).
@@ -113,6 +114,8 @@ class ScriptedBackend(Backend):
             if query.image is not None and query.image_key is None:
                 raise UnscriptedCall(f"query with an image but no image_key: {key[0]!r}")
             self.calls.append(Call("yes_no", self.batches, key[0], key[1]))
+            if key not in self.answers and key[1] is not None:
+                key = (key[0], "*")
             if key not in self.answers:
                 raise UnscriptedCall(f"unscripted yes/no query {key!r}")
             self.stats.yes_no_queries += 1

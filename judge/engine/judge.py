@@ -1,0 +1,417 @@
+"""The `Judge`: a constitution, a model and the procedure, over one image or many.
+
+    >>> from judge import Judge
+    >>> with Judge("policy.yaml", model="toy") as judge:
+    ...     verdict = judge.judge("scene.png")
+    ...     for verdict in judge.stream(["a.png", "b.png"], concurrency=8): ...
+
+Many images are in flight at once (bounded by `concurrency`), so the back end sees full
+batches; each image is decoded and resized once, to the back end's pixel budget, and the
+same pixels go to the relevance scan, the locator and the model. The synchronous methods
+run the async ones on one private event loop in a worker thread, so a back end's
+connections live on one loop for the Judge's whole life; do not mix the synchronous and
+asynchronous methods on one Judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+from PIL import Image
+
+from judge import prompts
+from judge.constitution.schema import Lock
+from judge.engine.priors import PriorCache
+from judge.engine.procedure import (
+    PROMPTS,
+    JudgeOptions,
+    Locator,
+    Relevance,
+    Setup,
+    image_outcome,
+    judge_image,
+    rule_thresholds,
+)
+from judge.engine.verdict import RuleVerdict, RunInfo, Verdict
+from judge.errors import BackendError, ImageError, InputError
+from judge.models.base import Backend
+from judge.store import Store
+from judge.thresholds import ThresholdOverrides, Thresholds
+
+ImageSource = str | Path | bytes | Image.Image
+ImageInput = ImageSource | tuple[str, ImageSource]
+ThresholdsInput = Thresholds | ThresholdOverrides | dict[str, Any] | str | Path | None
+
+DEFAULT_LOCATOR = "google/owlv2-base-patch16-ensemble"
+T = TypeVar("T")
+
+
+def load_thresholds(value: ThresholdsInput, base: Thresholds | None = None) -> Thresholds:
+    """Run thresholds from a Thresholds, overrides, a dict, or a YAML/JSON file.
+
+    A file holds the fields of `ThresholdOverrides`, at the top or under `thresholds:`.
+    """
+    base = base or Thresholds.model_validate({})
+    if value is None:
+        return base
+    if isinstance(value, Thresholds):
+        return value
+    if isinstance(value, (str, Path)):
+        import yaml
+
+        path = Path(value)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise InputError(f"cannot read thresholds file {path}: {error}") from error
+        if isinstance(data, dict) and isinstance(data.get("thresholds"), dict):
+            data = data["thresholds"]
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a mapping of threshold names to numbers")
+        value = data
+    if isinstance(value, dict):
+        try:
+            value = ThresholdOverrides.model_validate(value)
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'thresholds'}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise InputError(f"bad thresholds: {problems}") from None
+    return base.merged(value)
+
+
+def _load_lock(constitution: Any) -> Lock:
+    if isinstance(constitution, Lock):
+        return constitution
+    from judge.constitution import Constitution
+
+    if isinstance(constitution, (str, Path)):
+        constitution = Constitution.load(constitution)
+    if isinstance(constitution, Constitution):
+        return constitution.lock
+    raise InputError(
+        f"a constitution is a path, a Constitution or a Lock, not {type(constitution).__name__}"
+    )
+
+
+def _toy() -> Any:
+    from judge.toy import ensure_toy_models
+
+    return ensure_toy_models()
+
+
+class Judge:
+    """Judge images against a compiled constitution.
+
+    Args:
+        constitution: a policy file (its lock must be fresh), a `Constitution`, or a `Lock`.
+        model: model id or folder; "toy" means the cached toy models (built if absent).
+        backend: a `Backend`, or its kind ("hf", "vllm", "vllm-server"); None picks
+            "vllm-server" when a server is given, else "hf".
+        server: base URL of an OpenAI-compatible (vLLM) server.
+        api_key: the server's key, "@path" for a file, or None for the environment.
+        relevance: "clip:<id|path>", "siglip:<id|path>", "vlm", "off", or None for the
+            default (the toy CLIP for model "toy", else openai/clip-vit-base-patch16).
+        locator: an OWLv2 id or path, "off", or None for the default.
+        thresholds: run thresholds (a Thresholds, overrides, a dict or a YAML/JSON file),
+            on top of the paper's defaults and the constitution's `defaults.thresholds`.
+        options: stage switches (`JudgeOptions`).
+        store: the SQLite store (prior cache, decision log): a path, a Store, or None
+            for `<cache>/judge.sqlite3`.
+    """
+
+    def __init__(
+        self,
+        constitution: Any,
+        *,
+        model: str | None = None,
+        backend: str | Backend | None = None,
+        server: str | None = None,
+        api_key: str | None = None,
+        relevance: str | None = None,
+        locator: str | None = None,
+        thresholds: ThresholdsInput = None,
+        options: JudgeOptions | None = None,
+        store: str | Path | Store | None = None,
+    ) -> None:
+        self._lock_obj = _load_lock(constitution)
+        self.options = options or JudgeOptions()
+        defaults = self._lock_obj.defaults
+        model = model or defaults.model
+        toy = _toy() if model == "toy" else None
+        self._owns_backend = not isinstance(backend, Backend)
+        if isinstance(backend, Backend):
+            self._backend = backend
+        else:
+            from judge.models.registry import load_backend
+
+            kind = backend or defaults.backend
+            if toy is not None and server is None and kind is None:
+                kind = "hf"
+            served = str(toy.vlm) if toy is not None and server is None else model
+            self._backend = load_backend(kind, model=served, server=server, api_key=api_key)
+        base = Thresholds.model_validate({}).merged(defaults.thresholds)
+        self.thresholds = load_thresholds(thresholds, base)
+        self._owns_store = not isinstance(store, Store)
+        self.store = store if isinstance(store, Store) else Store(store)
+        self._relevance = self._make_relevance(relevance or defaults.relevance_model, toy)
+        self._locator = self._make_locator(locator or defaults.locator_model, toy)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._setup: Setup | None = None
+
+    # ---- construction helpers ------------------------------------------------------
+
+    def _make_relevance(self, spec: str | None, toy: Any) -> Relevance:
+        if spec == "off" or not self.options.relevance:
+            return None
+        if spec == "vlm":
+            return "vlm"
+        from judge.vision.relevance import VlmRelevance, make_relevance
+
+        if spec is None and toy is not None:
+            spec = f"clip:{toy.clip}"
+        scorer = make_relevance(spec)
+        if isinstance(scorer, VlmRelevance):
+            return "vlm"
+        return scorer
+
+    def _make_locator(self, spec: str | None, toy: Any) -> Locator | None:
+        if spec == "off" or not self.options.center:
+            return None
+        if spec is None:
+            spec = str(toy.owl) if toy is not None else DEFAULT_LOCATOR
+        from judge.vision.locator import Owlv2Locator
+
+        return Owlv2Locator(spec)
+
+    def _get_setup(self) -> Setup:
+        if self._setup is None:
+            instructions = prompts.render("visibility_instructions")
+            lock = self._lock_obj
+            self._setup = Setup(
+                backend=self._backend,
+                rules=lock.enabled_rules(),
+                thresholds=rule_thresholds(lock, self.thresholds),
+                options=self.options,
+                priors=PriorCache(self._backend, instructions, self.store),
+                relevance=self._relevance,
+                locator=self._locator,
+                instructions=instructions,
+            )
+        return self._setup
+
+    # ---- properties ----------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def lock(self) -> Lock:
+        return self._lock_obj
+
+    # ---- judging ---------------------------------------------------------------------
+
+    async def ajudge(self, image: ImageInput) -> Verdict:
+        """The verdict for one image (an unreadable one gives outcome "error")."""
+        started = time.perf_counter()
+        image_id, source = image if isinstance(image, tuple) else (None, image)
+        try:
+            loaded = await asyncio.to_thread(self._load, source, image_id)
+        except ImageError as error:
+            shown = image_id or (str(source) if isinstance(source, (str, Path)) else "<image>")
+            return Verdict(image_id=shown, outcome="error", error=str(error))
+        load_s = time.perf_counter() - started
+        verdicts = [await self._judge_frame(frame, load_s) for frame in loaded]
+        verdict = _combine(verdicts)
+        try:
+            await asyncio.to_thread(self.store.log_decision, verdict)
+        except Exception as error:  # the audit log must not turn a verdict into a crash
+            import logging
+
+            logging.getLogger("judge").warning("could not log a decision: %s", error)
+        return verdict
+
+    def _load(self, source: ImageSource, image_id: str | None) -> list[Any]:
+        from judge.images import fit_pixels, load_image
+
+        if isinstance(source, Path):
+            source = str(source)
+        frames = (
+            load_image(source, image_id=image_id, all_frames=True)
+            if self.options.all_frames
+            else [load_image(source, image_id=image_id)]
+        )
+        budget = self._backend.max_image_pixels
+        out = []
+        for frame in frames:
+            # Resized once: the relevance scan, the locator and the model see these pixels.
+            pixels = fit_pixels(frame.image, budget)
+            out.append((frame, pixels))
+        return out
+
+    async def _judge_frame(self, item: tuple[Any, Image.Image], load_s: float) -> Verdict:
+        loaded, pixels = item
+        key = loaded.sha256[:16] + (f"@{loaded.frame}" if loaded.frame is not None else "")
+        setup = self._get_setup()
+        try:
+            result = await judge_image(setup, pixels, key)
+        except BackendError as error:
+            rules = [
+                RuleVerdict(rule_id=r.id, outcome="undecided", reason=f"model failure: {error}")
+                for r in setup.rules
+            ]
+            calls: Counter[str] = Counter()
+            timings: dict[str, float] = {}
+        else:
+            rules, calls, timings = result.rules, result.calls, result.timings
+        outcome, violated, undecided = image_outcome(rules)
+        return Verdict(
+            image_id=loaded.image_id,
+            sha256=loaded.sha256,
+            outcome=outcome,  # type: ignore[arg-type]
+            violated=violated,
+            undecided=undecided,
+            rules=rules,
+            frame=loaded.frame if self.options.all_frames else None,
+            run=RunInfo(
+                model_id=self._backend.model_id,
+                backend=self._backend.kind,
+                lock_hash=self._lock_obj.lock_hash(),
+                prompt_versions=prompts.versions(*PROMPTS),
+                timings={"load": round(load_s, 6), **{k: round(v, 6) for k, v in timings.items()}},
+                calls=dict(calls),
+            ),
+        )
+
+    async def astream(
+        self, images: Iterable[ImageInput], concurrency: int = 8
+    ) -> AsyncIterator[Verdict]:
+        """Verdicts as each image finishes (not in input order)."""
+        async for _, verdict in self._indexed(images, concurrency):
+            yield verdict
+
+    async def _indexed(
+        self, images: Iterable[ImageInput], concurrency: int
+    ) -> AsyncGenerator[tuple[int, Verdict], None]:
+        if concurrency < 1:
+            raise InputError("concurrency must be at least 1")
+        source = iter(enumerate(images))
+        pending: set[asyncio.Task[tuple[int, Verdict]]] = set()
+
+        async def one(index: int, image: ImageInput) -> tuple[int, Verdict]:
+            return index, await self.ajudge(image)
+
+        def start() -> None:
+            # Pull inputs lazily: memory stays flat however many images there are.
+            for index, image in source:
+                pending.add(asyncio.ensure_future(one(index, image)))
+                return
+
+        for _ in range(concurrency):
+            start()
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    pending.discard(task)
+                    start()
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def ajudge_many(
+        self, images: Iterable[ImageInput], concurrency: int = 8
+    ) -> list[Verdict]:
+        results: dict[int, Verdict] = {}
+        async for index, verdict in self._indexed(images, concurrency):
+            results[index] = verdict
+        return [results[i] for i in sorted(results)]
+
+    # ---- synchronous wrappers --------------------------------------------------------
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="judge-loop", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return asyncio.run_coroutine_threadsafe(_await(coro), self._loop).result()
+
+    def judge(self, image: ImageInput) -> Verdict:
+        """Synchronous `ajudge`."""
+        return self._run(self.ajudge(image))
+
+    def judge_many(self, images: Iterable[ImageInput], concurrency: int = 8) -> list[Verdict]:
+        """Verdicts for many images, in input order, `concurrency` of them in flight."""
+        return self._run(self.ajudge_many(images, concurrency))
+
+    def stream(self, images: Iterable[ImageInput], concurrency: int = 8) -> Iterator[Verdict]:
+        """Synchronous `astream`: verdicts as each image finishes."""
+        agen = self._indexed(images, concurrency)
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())[1]
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(agen.aclose())
+
+    # ---- closing -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._owns_backend:
+            await self._backend.aclose()
+        if self._owns_store:
+            self.store.close()
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._run(self.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._loop.close()
+            self._loop = None
+        else:
+            asyncio.run(self.aclose())
+
+    def __enter__(self) -> Judge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Judge:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _combine(frames: list[Verdict]) -> Verdict:
+    """One verdict for an animation: its first unsafe frame, else its first undecided
+    frame, else its first frame (all safe)."""
+    if len(frames) == 1:
+        return frames[0]
+    for wanted in ("unsafe", "undecided", "error"):
+        for verdict in frames:
+            if verdict.outcome == wanted:
+                return verdict
+    return frames[0]
