@@ -1,0 +1,74 @@
+"""The full method and its ablations, each a set of `JudgeOptions`.
+
+Names as `judge eval --ablations` takes them; "full" is the method itself and always runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from judge.engine.judge import Judge
+from judge.engine.procedure import JudgeOptions
+from judge.engine.verdict import Verdict
+from judge.errors import InputError
+from judge.evaluate.baselines import Judged
+from judge.evaluate.metrics import verdict_score
+
+FULL = "full"
+ABLATIONS: dict[str, JudgeOptions] = {
+    "no-objectify": JudgeOptions(objectified=False),  # the author's source text
+    "no-preconditions": JudgeOptions(preconditions=False),  # the rule as one statement
+    "no-debias": JudgeOptions(debias=False),  # M(None, c) taken as a flat 0.5
+    "no-relevance": JudgeOptions(relevance=False),  # every rule judged on every image
+    "no-center": JudgeOptions(center=False),  # no central-region step
+    "no-cascade": JudgeOptions(cascade=False),  # uncertain stays undecided
+}
+METHODS: dict[str, JudgeOptions] = {FULL: JudgeOptions(), **ABLATIONS}
+
+
+def parse_ablations(text: str | None) -> list[str]:
+    """"no-debias,no-cascade" or "all" -> names (without "full")."""
+    if not text or text == "none":
+        return []
+    names = list(ABLATIONS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        raise InputError(
+            f"unknown ablation(s) {', '.join(unknown)}; choose from {', '.join(ABLATIONS)} or all"
+        )
+    return list(dict.fromkeys(names))
+
+
+class JudgeMethod:
+    """The full method or one ablation: a `Judge` with that ablation's options."""
+
+    def __init__(self, name: str, judge: Judge) -> None:
+        self.name = name
+        self.kind = "method" if name == FULL else "ablation"
+        self.judge = judge
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "options": asdict(self.judge.options),
+            "thresholds": self.judge.thresholds.model_dump(),
+        }
+
+    async def ajudge(self, image_id: str, source: Any) -> Judged:
+        verdict = await self.judge.ajudge((image_id, source))
+        return Judged(verdict, verdict_score(verdict), rationale_of(verdict))
+
+
+def rationale_of(verdict: Verdict) -> str | None:
+    """The model's own words behind the verdict: the cascade's rationale for the decisive
+    precondition of the first violated rule (else of any rule that has one)."""
+    ranked = sorted(verdict.rules, key=lambda r: r.outcome != "violated")
+    for rule in ranked:
+        pres = rule.preconditions
+        if rule.decisive_precondition is not None:
+            pres = sorted(pres, key=lambda p: p.index != rule.decisive_precondition)
+        for pre in pres:
+            for alt in pre.alternatives:
+                if alt.rationale:
+                    return f"{rule.rule_id}: {alt.rationale}"
+    return None
