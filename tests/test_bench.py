@@ -1,0 +1,252 @@
+"""`judge bench`: the naive reference algorithm agrees with the engine, and the benchmark
+prints every ratio against the real vLLM server with the toy VLM.
+
+The fast tests drive the engine's procedure and the naive algorithm over the same scripted
+answers (random constitutions, boxes, relevance scores and answers, every stage switch),
+and require the same outcome for every rule. The slow test runs a short `judge bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from judge.bench.naive import NaiveJudge
+from judge.bench.probes import RssSample, memory_trend, parse_prometheus
+from judge.constitution.schema import CompiledRule, Lock, PreconditionSpec
+from judge.engine.priors import PriorCache
+from judge.engine.procedure import JudgeOptions, Setup, judge_image, rule_thresholds
+from judge.engine.verdict import Box
+from judge.models.scripted import ScriptedBackend
+from judge.thresholds import Thresholds
+
+IMG = "img"
+SIDE = (100, 80)
+STATEMENTS = [f"statement {c}" for c in "abcdef"]
+WORDS = ["knife", "blood", "flame"]
+REASON = "Step by step: I looked."
+SUMMARIES = {
+    "yes": '{"rating": "Yes", "rationale": "seen"}',
+    "no": '{"rating": "No", "rationale": "not seen"}',
+    "garbage": "I cannot tell.",
+}
+
+
+class FakeLocator:
+    def __init__(self, boxes: Mapping[str, Box | None]) -> None:
+        self.boxes = dict(boxes)
+
+    def locate(self, image: Image.Image, words: Sequence[str]) -> dict[str, Box | None]:
+        return {w: self.boxes.get(w) for w in words}
+
+
+class FakeScorer:
+    def __init__(self, scores: Mapping[str, float]) -> None:
+        self.scores = dict(scores)
+
+    def score(self, image: Image.Image, texts: Sequence[str]) -> list[float]:
+        return [self.scores[t] for t in texts]
+
+
+def _fill(image: Image.Image, box: Box) -> Image.Image:
+    out = image.copy()
+    out.paste((128, 128, 128), (int(box.x0), int(box.y0), int(box.x1), int(box.y1)))
+    return out
+
+
+def _crop(image: Image.Image, box: Box) -> Image.Image:
+    return image.crop((int(box.x0), int(box.y0), int(box.x1), int(box.y1)))
+
+
+def _lock(rules: list[CompiledRule]) -> Lock:
+    return Lock(
+        name="t",
+        source="t.yaml",
+        source_sha256="0" * 64,
+        compiler_model="none",
+        compiled_at="2026-01-01T00:00:00Z",
+        rules=rules,
+    )
+
+
+def random_case(rng: random.Random) -> dict[str, Any]:
+    """A random constitution, locator, scorer, options and scripted answers."""
+    rules = []
+    for i in range(rng.randint(1, 4)):
+        pres = [
+            PreconditionSpec(
+                any_of=rng.sample(STATEMENTS, rng.randint(1, 2)),
+                objects=rng.sample(WORDS, rng.randint(0, 2)),
+            )
+            for _ in range(rng.randint(1, 3))
+        ]
+        rules.append(
+            CompiledRule(
+                id=f"r{i}",
+                source_text=f"source {i}",
+                text=f"rule {i}",
+                text_sha256="0" * 64,
+                preconditions=pres,
+            )
+        )
+    boxes: dict[str, Box | None] = {}
+    for word in WORDS:
+        kind = rng.choice(["none", "weak", "big", "small"])
+        if kind == "none":
+            boxes[word] = None
+        elif kind == "small":  # under 1% of 100x80: cropped
+            boxes[word] = Box(x0=10, y0=10, x1=16, y1=16, confidence=0.8, label=word)
+        else:
+            conf = 0.02 if kind == "weak" else rng.choice([0.3, 0.9])
+            boxes[word] = Box(x0=20, y0=10, x1=70, y1=60, confidence=conf, label=word)
+    keys = [IMG]
+    for word in WORDS:
+        keys += [f"{IMG}#crop:{word}", f"{IMG}#mask:{word}", f"{IMG}#crop:{word}#mask:{word}"]
+    values = [0.02, 0.1, 0.3, 0.5, 0.6, 0.75, 0.9, 0.98]
+    answers: dict[tuple[str, str | None], float | None] = {}
+    cascades: dict[tuple[str, str | None], list[str]] = {}
+    for s in STATEMENTS:
+        answers[(s, None)] = None if rng.random() < 0.04 else rng.choice([0.2, 0.5, 0.8])
+        for key in keys:
+            answers[(s, key)] = None if rng.random() < 0.04 else rng.choice(values)
+            summary = rng.choice(["yes", "no", "no", "yes", "garbage"])
+            turn = [REASON, SUMMARIES[summary]]
+            if summary == "garbage":
+                turn.append(SUMMARIES["garbage"])  # the retry is unparseable too
+            cascades[(s, key)] = turn * 12  # the naive algorithm may ask again
+    options = JudgeOptions(
+        relevance=rng.random() < 0.7,
+        center=rng.random() < 0.8,
+        cascade=rng.random() < 0.8,
+        debias=rng.random() < 0.85,
+        preconditions=rng.random() < 0.85,
+        objectified=rng.random() < 0.85,
+    )
+    scores = {}
+    for r in rules:
+        scores[r.text] = rng.choice([0.1, 0.3, 0.3])
+        scores[r.source_text] = rng.choice([0.1, 0.3, 0.3])
+    # With preconditions off, the rule's text is the statement: script it too.
+    for r in rules:
+        for text in (r.text, r.source_text):
+            answers[(text, None)] = rng.choice([0.2, 0.5])
+            for key in keys:
+                answers[(text, key)] = rng.choice(values)
+                cascades[(text, key)] = [REASON, SUMMARIES[rng.choice(["yes", "no"])]] * 12
+    return {
+        "lock": _lock(rules),
+        "locator": FakeLocator(boxes),
+        "scorer": FakeScorer(scores),
+        "answers": answers,
+        "cascades": cascades,
+        "options": options,
+    }
+
+
+def _engine(case: dict[str, Any], image: Image.Image) -> tuple[dict[str, str], ScriptedBackend]:
+    from judge import prompts
+
+    backend = ScriptedBackend(case["answers"], case["cascades"])
+    lock: Lock = case["lock"]
+    setup = Setup(
+        backend=backend,
+        rules=lock.enabled_rules(),
+        thresholds=rule_thresholds(lock, Thresholds.model_validate({})),
+        options=case["options"],
+        priors=PriorCache(backend, prompts.render("visibility_instructions"), None),
+        relevance=case["scorer"],
+        locator=case["locator"],
+        fill=_fill,
+        crop=_crop,
+    )
+    result = asyncio.run(judge_image(setup, image, IMG))
+    return {r.rule_id: r.outcome for r in result.rules}, backend
+
+
+def _naive(case: dict[str, Any], image: Image.Image) -> tuple[dict[str, str], ScriptedBackend]:
+    backend = ScriptedBackend(case["answers"], case["cascades"])
+    naive = NaiveJudge(
+        case["lock"],
+        backend,
+        options=case["options"],
+        relevance=case["scorer"],
+        locator=case["locator"],
+        fill=_fill,
+        crop=_crop,
+    )
+    rules, _ = asyncio.run(naive.judge_pixels(image, IMG))
+    return {r.rule_id: r.outcome for r in rules}, backend
+
+
+def test_naive_matches_engine_on_random_decision_tables() -> None:
+    image = Image.new("RGB", SIDE, (200, 40, 40))
+    rng = random.Random(7)
+    seen: set[str] = set()
+    for case_no in range(250):
+        case = random_case(rng)
+        engine, _engine_backend = _engine(case, image)
+        naive, naive_backend = _naive(case, image)
+        assert naive == engine, f"case {case_no}: engine {engine} vs naive {naive}"
+        seen.update(engine.values())
+        # The naive algorithm never batches: one query per request.
+        assert naive_backend.batches == len(naive_backend.calls)
+    # The random tables reach every rule outcome.
+    assert seen == {"violated", "not_violated", "undecided", "irrelevant"}
+
+
+def test_naive_asks_more_and_recomputes_priors() -> None:
+    """Two rules share a statement: the engine asks it once with one prior; the naive
+    algorithm asks it for each rule, each time with its prior."""
+    shared = "statement a"
+    rules = [
+        CompiledRule(
+            id=f"r{i}",
+            source_text="s",
+            text=f"rule {i}",
+            text_sha256="0" * 64,
+            preconditions=[PreconditionSpec(any_of=[shared])],
+        )
+        for i in range(2)
+    ]
+    case = {
+        "lock": _lock(rules),
+        "locator": None,
+        "scorer": None,
+        "answers": {(shared, IMG): 0.98, (shared, None): 0.2},
+        "cascades": {},
+        "options": JudgeOptions(),
+    }
+    image = Image.new("RGB", SIDE)
+    engine, eb = _engine(case, image)
+    naive, nb = _naive(case, image)
+    assert engine == naive == {"r0": "violated", "r1": "violated"}
+    assert eb.asked() == [(shared, IMG), (shared, None)]
+    assert nb.asked() == [(shared, IMG), (shared, None)] * 2
+
+
+def test_prometheus_parsing_sums_label_sets() -> None:
+    text = (
+        "# HELP vllm:prefix_cache_hits_total Prefix cache hits\n"
+        "# TYPE vllm:prefix_cache_hits_total counter\n"
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 896.0\n'
+        'vllm:prefix_cache_hits_total{engine="1",model_name="m"} 104.0\n'
+        "vllm:prefix_cache_queries_total 1250\n"
+    )
+    parsed = parse_prometheus(text)
+    assert parsed["vllm:prefix_cache_hits_total"] == 1000.0
+    assert parsed["vllm:prefix_cache_queries_total"] == 1250.0
+
+
+def test_memory_trend_tells_flat_from_growing() -> None:
+    mib = 1024 * 1024
+    flat = [RssSample(i, i * 10, 500 * mib + (i % 3) * mib) for i in range(101)]
+    growing = [RssSample(i, i * 10, 500 * mib + i * 2 * mib) for i in range(101)]
+    assert memory_trend(flat, 1000).late_vs_early < 1.01
+    trend = memory_trend(growing, 1000)
+    assert trend.late_vs_early > 1.2
+    assert trend.slope_mib_per_1k == pytest.approx(200.0, rel=0.01)
