@@ -83,7 +83,10 @@ def test_per_rule_skips_unknown_truth_and_counts_rule_undecided_apart() -> None:
     ]
     r1 = rule_counts(records, ["r1"])["r1"]
     assert (r1.tp, r1.fp, r1.tn, r1.fn, r1.undecided) == (0, 0, 0, 0, 1)
-    assert r1.accuracy is None
+    assert r1.accuracy is None and r1.recall is None and r1.precision is None and r1.f1 is None
+    only_negatives = rule_counts([s("z", None, "safe")], ["r1"])["r1"]
+    assert only_negatives.accuracy == 1.0 and only_negatives.recall is None
+    assert only_negatives.f1 is None and only_negatives.fpr == 0.0
 
 
 def test_confusion_matrices() -> None:

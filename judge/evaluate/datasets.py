@@ -10,7 +10,8 @@ Four forms, all read into the same `LabelledSet`:
   `image` is relative to the manifest's folder (also accepted: `path`, `file`); `label` is
   "safe" or "unsafe" (also true/false, 1/0); `rules` (a list or one string) are the violated
   rule ids, or data set categories when a mapping file is given (`category` works too);
-  `split`, `id` and `metadata` are optional, and unknown keys go into `metadata`.
+  `split`, `id` and `metadata` are optional, and unknown keys go into `metadata`
+  (`violated` and `meta` are accepted for `rules` and `metadata`).
 * an image folder: `safe/...` and `unsafe/<rule_id>/...` (any depth below); optionally one
   level of split folders above them (`train/safe/...`, `test/unsafe/...`).
 * a CSV file with a header row and the JSONL keys as columns (`rules` split on `;` or `|`).
@@ -51,8 +52,10 @@ IMAGE_SUFFIXES = frozenset(
 )
 _IMAGE_KEYS = ("image", "path", "file")
 _LABEL_KEYS = ("label", "safety_label")
+_RULE_KEYS = ("rules", "violated")
+_META_KEYS = ("metadata", "meta")
 _KNOWN_KEYS = frozenset(
-    {*_IMAGE_KEYS, *_LABEL_KEYS, "rules", "category", "split", "id", "metadata"}
+    {*_IMAGE_KEYS, *_LABEL_KEYS, *_RULE_KEYS, *_META_KEYS, "category", "split", "id"}
 )
 
 
@@ -353,12 +356,13 @@ def _record(
     if label_key is None:
         raise DatasetError(f"{where}: missing `label` (safe or unsafe)")
     label = _parse_label(row[label_key], where)
-    rules = _parse_rules(row.get("rules"), where) + _parse_rules(row.get("category"), where)
-    if label == "safe" and row.get("rules"):
+    listed = next((row[k] for k in _RULE_KEYS if k in row), None)
+    rules = _parse_rules(listed, where) + _parse_rules(row.get("category"), where)
+    if label == "safe" and listed:
         raise DatasetError(f"{where}: a safe image cannot list violated rules")
     if label == "safe":
         rules = ()  # a category on a safe image (UnsafeBench has them) is not a violation
-    metadata = row.get("metadata") or {}
+    metadata = next((row[k] for k in _META_KEYS if k in row), None) or {}
     if not isinstance(metadata, dict):
         raise DatasetError(f"{where}: metadata must be an object, not {type(metadata).__name__}")
     extra = {k: v for k, v in row.items() if k not in _KNOWN_KEYS}

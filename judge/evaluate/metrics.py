@@ -73,24 +73,19 @@ class Counts:
     def accuracy(self) -> float | None:
         return (self.tp + self.tn) / self.decided if self.decided else None
 
+    # Undefined rates are None, not 0: a rule with no positives has no recall to report.
     @property
     def precision(self) -> float | None:
-        if not self.decided:
-            return None
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
 
     @property
     def recall(self) -> float | None:
-        if not self.decided:
-            return None
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
 
     @property
     def f1(self) -> float | None:
-        if not self.decided:
-            return None
         denominator = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denominator if denominator else 0.0
+        return 2 * self.tp / denominator if denominator else None
 
     @property
     def fpr(self) -> float | None:
