@@ -102,6 +102,23 @@ def _load_lock(constitution: Any) -> Lock:
     )
 
 
+def make_backend(
+    model: str | None,
+    kind: str | None = None,
+    server: str | None = None,
+    api_key: str | None = None,
+) -> Backend:
+    """The back end for `model` ("toy": the cached toy VLM, on transformers unless a
+    server is given)."""
+    from judge.models.registry import load_backend
+
+    if model == "toy":
+        if server is None:
+            return load_backend(kind or "hf", model=str(_toy().vlm))
+        model = None  # the server says what it serves
+    return load_backend(kind, model=model, server=server, api_key=api_key)
+
+
 def _toy() -> Any:
     from judge.toy import ensure_toy_models
 
@@ -151,13 +168,7 @@ class Judge:
         if isinstance(backend, Backend):
             self._backend = backend
         else:
-            from judge.models.registry import load_backend
-
-            kind = backend or defaults.backend
-            if toy is not None and server is None and kind is None:
-                kind = "hf"
-            served = str(toy.vlm) if toy is not None and server is None else model
-            self._backend = load_backend(kind, model=served, server=server, api_key=api_key)
+            self._backend = make_backend(model, backend or defaults.backend, server, api_key)
         base = Thresholds.model_validate({}).merged(defaults.thresholds)
         self.thresholds = load_thresholds(thresholds, base)
         self._owns_store = not isinstance(store, Store)
