@@ -1,0 +1,113 @@
+"""`judge compile` end to end against the tiny model on a real vLLM server, the compile
+benchmark (concurrent against one at a time), and a misbehaving server."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+import judge.commands.constitution  # noqa: F401  (registers the commands)
+from judge.commands.app import app
+from judge.constitution import CompileOptions, Constitution
+from judge.constitution.compiler import compile_benchmark_async
+from judge.errors import BackendError
+
+runner = CliRunner()
+
+POLICY = """\
+name: served
+rules:
+  - id: knives
+    text: Images must not show a knife blade longer than 10 cm.
+  - id: gore
+    text: Images must not show gory or disturbing injuries.
+  - id: guns
+    text: Images must not show a gun.
+    preconditions: [a gun is visible]
+"""
+
+# The benchmark measures how well requests overlap, not answer quality: short answers.
+TINY = CompileOptions(max_tokens_score=32, max_tokens_rewrite=32, max_tokens_preconditions=32)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_judge_compile_against_real_vllm_survives_nonsense(vllm_server, tmp_path):
+    path = tmp_path / "served.yaml"
+    path.write_text(POLICY)
+    result = runner.invoke(
+        app,
+        [
+            "compile",
+            str(path),
+            "--server",
+            vllm_server.url,
+            "--model",
+            vllm_server.model,
+            "--concurrency",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}\n{vllm_server.log_tail()}"
+    assert "wrote" in result.output
+    lock = Constitution.load(path).lock
+    assert lock.compiler_model == vllm_server.model
+    for rule in lock.rules:
+        assert rule.preconditions and all(p.any_of for p in rule.preconditions)
+        assert rule.extraction in ("llm", "fallback", "hand-written")
+        if rule.extraction == "fallback":
+            assert f"{rule.id}: " in result.output and "FALLBACK" in result.output
+    assert lock.rules[2].extraction == "hand-written"
+    check = runner.invoke(app, ["compile", str(path), "--check"])
+    assert check.exit_code == 0, check.output
+
+
+async def _benchmark(url: str, model: str, n_rules: int) -> dict:
+    from judge.models.registry import load_backend
+
+    backend = load_backend("vllm-server", model=model, server=url)
+    try:
+        return await compile_benchmark_async(backend, n_rules, concurrency=8, options=TINY)
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_compile_benchmark_concurrent_beats_sequential(vllm_server, tmp_path):
+    import asyncio
+
+    n_rules = int(os.environ.get("JUDGE_COMPILE_BENCH_RULES", "8"))
+    result = asyncio.run(_benchmark(vllm_server.url, vllm_server.model, n_rules))
+    print("\ncompile benchmark:", json.dumps(result))
+    (tmp_path / "compile_benchmark.json").write_text(json.dumps(result))
+    assert result["sequential_calls"] >= 2 * n_rules
+    assert result["concurrent_s"] < result["sequential_s"]
+
+
+def test_compile_through_a_server_answering_nonsense_falls_back(misbehaving_server, tmp_path):
+    server = misbehaving_server(mode="ok", text="Yes Yes <|im_end|> blue")
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    result = runner.invoke(
+        app, ["compile", str(path), "--server", server.url, "--model", server.model]
+    )
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    lock = Constitution.load(path).lock
+    assert [r.extraction for r in lock.rules] == ["fallback", "fallback", "hand-written"]
+    assert "2 rule(s) fallback: knives, gore" in result.output
+    assert all(r.objectiveness is None for r in lock.rules)
+
+
+def test_compile_through_a_failing_server_is_a_backend_error(misbehaving_server, tmp_path):
+    server = misbehaving_server(mode="500")
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    result = runner.invoke(
+        app, ["compile", str(path), "--server", server.url, "--model", server.model]
+    )
+    assert isinstance(result.exception, BackendError), result.output
+    assert not (tmp_path / "p.lock.yaml").exists()
