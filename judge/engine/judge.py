@@ -16,6 +16,7 @@ asynchronous methods on one Judge.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import Counter
@@ -116,6 +117,12 @@ def make_backend(
         if server is None:
             return load_backend(kind or "hf", model=str(_toy().vlm))
         model = None  # the server says what it serves
+    local = kind in (None, "hf", "transformers", "vllm")  # plugins may need no model
+    if local and model is None and server is None and not os.environ.get("JUDGE_SERVER"):
+        raise InputError(
+            "no judge model: pass --model (a model id or folder, or 'toy') or --server, "
+            "or set defaults.model in the constitution"
+        )
     return load_backend(kind, model=model, server=server, api_key=api_key)
 
 

@@ -1,0 +1,143 @@
+"""End to end on held-out toy scenes with the trained toy models: transformers and vLLM.
+
+The toy constitution's lock is compiled from its hand-written chains (no model), the
+held-out set comes from judge.toy.labelled (ground truth from the scene itself), and the
+verdicts must reach image-level F1 >= 0.9. Each stage switch must move outcomes or call
+counts in the expected direction. The numbers are printed for the closing note
+(`pytest -s`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from judge.engine import Judge, JudgeOptions, Verdict
+from judge.resources import data_dir
+
+pytestmark = pytest.mark.slow
+
+N_IMAGES = 40
+
+
+@pytest.fixture(scope="module")
+def toy_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from judge.constitution import Constitution
+
+    folder = tmp_path_factory.mktemp("policy")
+    policy = folder / "toy.yaml"
+    shutil.copy(data_dir("constitutions") / "toy.yaml", policy)
+    constitution = Constitution.load(policy)
+    constitution.compile(None)  # hand-written chains: no model needed
+    constitution.save_lock()
+    return policy
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    from judge.toy.labelled import write_set
+
+    folder = tmp_path_factory.mktemp("held-out")
+    manifest = write_set(folder, N_IMAGES, split="test")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:
+        row["path"] = str(folder / row["image"])
+    return rows
+
+
+def score(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> dict[str, Any]:
+    """Image-level F1 with "unsafe" positive; an undecided verdict counts as wrong."""
+    tp = fp = fn = tn = undecided = 0
+    for row, verdict in zip(rows, verdicts, strict=True):
+        truth = row["label"] == "unsafe"
+        if verdict.outcome not in ("safe", "unsafe"):
+            undecided += 1
+            fn += truth
+            fp += not truth
+            continue
+        said = verdict.outcome == "unsafe"
+        tp += truth and said
+        fp += said and not truth
+        fn += truth and not said
+        tn += not truth and not said
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    calls: Counter[str] = Counter()
+    for verdict in verdicts:
+        assert verdict.run is not None
+        calls.update(verdict.run.calls)
+    per_image = {k: round(v / len(verdicts), 2) for k, v in sorted(calls.items())}
+    wrong = fp + fn
+    return {"f1": round(f1, 3), "wrong": wrong, "undecided": undecided, "calls": per_image}
+
+
+def run_toy(policy: Path, rows: list[dict[str, Any]], tmp: Path, **kwargs: Any) -> dict[str, Any]:
+    with Judge(policy, model="toy", store=tmp / "store.sqlite3", **kwargs) as judge:
+        verdicts = judge.judge_many([r["path"] for r in rows], concurrency=8)
+    return score(rows, verdicts)
+
+
+def test_toy_world_on_transformers(
+    toy_policy: Path, held_out: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    base = run_toy(toy_policy, held_out, tmp_path)
+    print(f"\nhf, all stages: {base}")
+    assert base["f1"] >= 0.9, base
+    no_relevance = run_toy(toy_policy, held_out, tmp_path, options=JudgeOptions(relevance=False))
+    print(f"hf, no relevance: {no_relevance}")
+    assert no_relevance["calls"]["first_pass"] > base["calls"]["first_pass"]
+    no_cascade = run_toy(toy_policy, held_out, tmp_path, options=JudgeOptions(cascade=False))
+    print(f"hf, no cascade: {no_cascade}")
+    assert no_cascade["calls"].get("cascade", 0) == 0
+    if base["calls"].get("cascade", 0) > 0:
+        assert no_cascade["undecided"] + no_cascade["wrong"] > base["undecided"] + base["wrong"]
+    no_center = run_toy(toy_policy, held_out, tmp_path, options=JudgeOptions(center=False))
+    print(f"hf, no center: {no_center}")
+    assert no_center["calls"].get("locator", 0) == 0 and no_center["calls"].get("masked", 0) == 0
+    assert base["calls"].get("locator", 0) > 0
+
+
+def test_toy_world_on_the_vllm_server(
+    toy_policy: Path, held_out: list[dict[str, Any]], tmp_path: Path, vllm_server: Any
+) -> None:
+    base = run_toy(toy_policy, held_out, tmp_path, server=vllm_server.url)
+    print(f"\nvllm-server, all stages: {base}")
+    assert base["f1"] >= 0.9, base
+    vlm_relevance = run_toy(toy_policy, held_out, tmp_path, server=vllm_server.url, relevance="vlm")
+    print(f"vllm-server, vlm relevance: {vlm_relevance}")
+    assert vlm_relevance["calls"]["relevance"] > 0
+
+
+def test_readme_main_command(
+    toy_policy: Path, held_out: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    images = [r["path"] for r in held_out[:4]]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "judge.cli",
+            *images,
+            "--constitution",
+            str(toy_policy),
+            "--model",
+            "toy",
+            "--json",
+            "--store",
+            str(tmp_path / "s.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode in (0, 1, 3), result.stderr
+    document = json.loads(result.stdout)
+    assert len(document["verdicts"]) == 4
+    unsafe = any(v["outcome"] == "unsafe" for v in document["verdicts"])
+    assert result.returncode == (1 if unsafe else result.returncode)
