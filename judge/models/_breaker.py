@@ -16,6 +16,10 @@ class CircuitOpen(Exception):
     """Raised instead of sending a request while the breaker is open."""
 
 
+class TrialPending(CircuitOpen):
+    """The cool-down is over and one trial request is testing the server: wait for it."""
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -44,12 +48,14 @@ class CircuitBreaker:
         if self.opened_at is None:
             return
         remaining = self.opened_at + self.cooldown - self._clock()
-        if remaining > 0 or self._trial_in_flight:
-            wait = f"; next try in {remaining:.0f} s" if remaining > 0 else ""
-            raise CircuitOpen(
-                f"circuit breaker open: {self.failures} consecutive failures talking to "
-                f"{self.target} (last: {self.last_reason}){wait}"
-            )
+        reason = (
+            f"circuit breaker open: {self.failures} consecutive failures talking to "
+            f"{self.target} (last: {self.last_reason})"
+        )
+        if remaining > 0:
+            raise CircuitOpen(f"{reason}; next try in {remaining:.0f} s")
+        if self._trial_in_flight:
+            raise TrialPending(reason)
         self._trial_in_flight = True  # half-open: this one request tests the server
 
     def abandon_trial(self) -> None:

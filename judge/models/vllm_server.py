@@ -29,7 +29,7 @@ from PIL import Image
 
 from judge.errors import BackendError, InputError, LogprobsError, NoVisionError, TokenizerError
 from judge.models._batch import describe
-from judge.models._breaker import CircuitBreaker, CircuitOpen
+from judge.models._breaker import CircuitBreaker, CircuitOpen, TrialPending
 from judge.models._chat import png_data_url, to_openai, unique_images, yes_no_chat
 from judge.models._labels import LabelTokens, find_label_tokens, result_from_logprobs
 from judge.models._secret import Secret
@@ -58,6 +58,10 @@ class _Failed(Exception):
     def __init__(self, reason: str, *, retryable: bool) -> None:
         super().__init__(reason)
         self.reason, self.retryable = reason, retryable
+
+
+class _Open(_Failed):
+    """The circuit breaker is open: the request was not sent."""
 
 
 class _ClientError(Exception):
@@ -173,7 +177,6 @@ class VLLMServerBackend(Backend):
         self._state_: _LoopState | None = None
         self._labels: LabelTokens | None = None
         self._use_token_ids = False
-        self._token_ids_confirmed = False
         self._json_schema_ok = True
         self._started = False
 
@@ -226,6 +229,17 @@ class VLLMServerBackend(Backend):
             return {}
         return {"Authorization": f"Bearer {self._api_key.reveal()}"}
 
+    async def _breaker_gate(self) -> None:
+        """Pass if a request may go out; wait while a trial request tests the server."""
+        while True:
+            try:
+                self.breaker.before_request()
+                return
+            except TrialPending:
+                await asyncio.sleep(0.05)
+            except CircuitOpen as exc:
+                raise _Open(str(exc), retryable=False) from None
+
     async def _attempt(
         self, method: str, path: str, payload: dict[str, Any] | None, timeout: float
     ) -> dict[str, Any]:
@@ -233,6 +247,9 @@ class VLLMServerBackend(Backend):
         state = self._state()
         try:
             async with state.semaphore:
+                # Checked once a slot is free: requests queued behind a failing one must
+                # see the breaker that failure opened.
+                await self._breaker_gate()
                 self.stats.requests += 1
                 async with asyncio.timeout(timeout):
                     response = await state.client.request(
@@ -277,11 +294,9 @@ class VLLMServerBackend(Backend):
         delay = self._backoff
         for attempt in range(limit + 1):
             try:
-                self.breaker.before_request()
-            except CircuitOpen as exc:
-                raise _Failed(str(exc), retryable=False) from None
-            try:
                 result = parse(await self._attempt(method, path, payload, timeout or self.timeout))
+            except _Open:
+                raise
             except _ClientError:
                 self.breaker.success()  # it answered: the server is alive
                 raise
@@ -446,7 +461,7 @@ class VLLMServerBackend(Backend):
                 return self._labels.spelling(int(token.split(":", 1)[1])) or ""
         return token
 
-    def _yes_no_payload(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    def _yes_no_payload(self, messages: list[dict[str, Any]], by_ids: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self._served_model,
             "messages": messages,
@@ -454,7 +469,7 @@ class VLLMServerBackend(Backend):
             "temperature": 0.0,
             "logprobs": True,
         }
-        if self._use_token_ids and self._labels is not None:
+        if by_ids and self._labels is not None:
             payload["logprob_token_ids"] = self._labels.ids
             payload["return_tokens_as_token_ids"] = True
         else:
@@ -485,27 +500,18 @@ class VLLMServerBackend(Backend):
         return result, len(entries) - 1
 
     async def _yes_no_one(self, messages: list[dict[str, Any]]) -> YesNoResult:
+        path = "/v1/chat/completions"
         try:
-            result, n_top = await self._call(
-                "POST", "/v1/chat/completions", self._yes_no_payload(messages), self._parse_yes_no
-            )
-            if self._use_token_ids and not self._token_ids_confirmed and self._labels is not None:
-                if n_top >= len(self._labels.ids):
-                    self._token_ids_confirmed = True
-                else:
-                    # An older server ignored logprob_token_ids: ask for the top-k instead.
-                    log.info(
-                        "%s ignores logprob_token_ids; using top_logprobs=%d",
-                        self.url,
-                        self._top_logprobs,
-                    )
-                    self._use_token_ids = False
-                    result, _ = await self._call(
-                        "POST",
-                        "/v1/chat/completions",
-                        self._yes_no_payload(messages),
-                        self._parse_yes_no,
-                    )
+            by_ids = self._use_token_ids and self._labels is not None
+            payload = self._yes_no_payload(messages, by_ids)
+            result, n_top = await self._call("POST", path, payload, self._parse_yes_no)
+            if by_ids and self._labels is not None and n_top < len(self._labels.ids):
+                # An older server ignored logprob_token_ids: ask for the top-k instead.
+                if self._use_token_ids:
+                    log.info("%s ignores logprob_token_ids; using top_logprobs", self.url)
+                self._use_token_ids = False
+                payload = self._yes_no_payload(messages, False)
+                result, _ = await self._call("POST", path, payload, self._parse_yes_no)
         except _Failed as exc:
             return YesNoResult.failed(exc.reason)
         except _ClientError as exc:
@@ -674,7 +680,6 @@ class VLLMServerBackend(Backend):
             except (_ClientError, _Failed, KeyError, IndexError, TypeError) as exc:
                 ids_note = f"logprob_token_ids failed ({describe(exc)})"
         self._use_token_ids = ids_ok
-        self._token_ids_confirmed = ids_ok
         if ids_ok or top_ok:
             return ("logprobs", True, f"{ids_note}; {top_note}")
         return ("logprobs", False, f"{top_note}; {ids_note}. Fix: {LOGPROBS_FIX}")

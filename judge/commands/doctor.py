@@ -1,0 +1,48 @@
+"""`judge doctor`: check that a model or server can serve the judge, with a fix for each failure."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from judge.commands.app import app
+from judge.errors import InputError
+from judge.models.doctor import Check, diagnose, raise_for
+
+
+def render(checks: list[Check], console: Console) -> None:
+    table = Table(title="judge doctor", show_lines=False)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("found / fix", overflow="fold")
+    for check in checks:
+        table.add_row(
+            check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.found
+        )
+    console.print(table)
+
+
+@app.command()
+def doctor(
+    server: str | None = typer.Option(
+        None, "--server", help="Base URL of a vLLM server (default: JUDGE_SERVER)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Model id or folder (the one the server must serve, or to load)."
+    ),
+    backend: str | None = typer.Option(
+        None, "--backend", help="vllm-server, vllm or hf (default: vllm-server with a server)."
+    ),
+    api_key: str | None = typer.Option(
+        None, "--api-key", help="API key, or @file to read it (default: JUDGE_API_KEY)."
+    ),
+) -> None:
+    """Check that the model takes images, gives Yes/No logprobs, and has single-token labels."""
+    import os
+
+    if not (server or model or os.environ.get("JUDGE_SERVER")):
+        raise InputError("judge doctor needs --server URL (or JUDGE_SERVER) or --model ID_OR_PATH")
+    checks = diagnose(backend, model=model, server=server, api_key=api_key)
+    render(checks, Console())
+    raise_for(checks)
