@@ -1,0 +1,485 @@
+"""Vision stages against real (tiny, random-weight) transformers models built at test time:
+CLIP and SigLIP relevance, the OWLv2 locator and its box coordinates, masking and crops."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from judge.engine.verdict import Box
+from judge.errors import InputError
+from judge.images import load_image
+from judge.models.scripted import ScriptedBackend
+from judge.vision import (
+    ClipRelevance,
+    Owlv2Locator,
+    VlmRelevance,
+    box_area_share,
+    crop_box,
+    fill_box,
+    make_relevance,
+    mean_colour,
+)
+from judge.vision.locator import best_boxes, to_pixel_boxes
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+pytestmark = pytest.mark.timeout(120)
+
+RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 160, 0)
+BOS, EOS = 512, 513  # ids of the tiny tokenizer's special tokens
+
+
+# ---- tiny models, built once per session --------------------------------------------------
+
+
+def _byte_chars() -> list[str]:
+    # GPT-2/CLIP byte-to-unicode table: a vocabulary that can spell any text without merges.
+    bs = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    cs = bs[:]
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in cs]
+
+
+def _tokenizer() -> Any:
+    # Special tokens last, as in CLIP: OWLv2 treats a query whose first id is 0 as padding.
+    vocab: dict[str, int] = {}
+    for suffix in ("", "</w>"):
+        for ch in _byte_chars():
+            vocab[ch + suffix] = len(vocab)
+    vocab["<|startoftext|>"] = BOS
+    vocab["<|endoftext|>"] = EOS
+    return transformers.CLIPTokenizer(vocab=vocab, merges=[])
+
+
+def _tower(hidden: int = 32, **kw: Any) -> dict[str, Any]:
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        **kw,
+    }
+
+
+def _text(vocab: int, positions: int) -> dict[str, Any]:
+    # Token ids of the tokenizer below: CLIP pools the text at its end token.
+    return {
+        **_tower(vocab_size=vocab, max_position_embeddings=positions),
+        "bos_token_id": BOS,
+        "eos_token_id": EOS,
+        "pad_token_id": EOS,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("vision-models")
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    dirs = {k: root / k for k in ("clip", "siglip", "owlv2")}
+
+    clip = transformers.CLIPModel(
+        transformers.CLIPConfig(
+            text_config=_text(len(tok), 32),
+            vision_config=_tower(image_size=32, patch_size=8),
+            projection_dim=16,
+        )
+    )
+    clip.save_pretrained(dirs["clip"])
+    transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(dirs["clip"])
+    tok.save_pretrained(dirs["clip"])
+
+    siglip = transformers.SiglipModel(
+        transformers.SiglipConfig(
+            text_config=_text(len(tok), 16),
+            vision_config=_tower(image_size=32, patch_size=8),
+        )
+    )
+    siglip.save_pretrained(dirs["siglip"])
+    transformers.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(
+        dirs["siglip"]
+    )
+    tok.save_pretrained(dirs["siglip"])
+
+    owl = transformers.Owlv2ForObjectDetection(
+        transformers.Owlv2Config(
+            text_config=_text(len(tok), 16),
+            vision_config=_tower(image_size=64, patch_size=16),
+            projection_dim=32,  # OWLv2's class head needs it equal to the text width
+        )
+    )
+    # Random box heads predict degenerate boxes; a zeroed last layer leaves OWLv2's box
+    # bias, i.e. each patch's own grid cell: real, in-image boxes to map and compare.
+    with torch.no_grad():
+        owl.box_head.dense2.weight.zero_()
+        owl.box_head.dense2.bias.zero_()
+    owl.save_pretrained(dirs["owlv2"])
+    transformers.Owlv2Processor(
+        image_processor=transformers.Owlv2ImageProcessor(size={"height": 64, "width": 64}),
+        tokenizer=tok,
+    ).save_pretrained(dirs["owlv2"])
+    return dirs
+
+
+def _scene(size: tuple[int, int], square: tuple[int, int, int, int], colour=RED) -> Image.Image:
+    image = Image.new("RGB", size, (235, 235, 235))
+    image.paste(colour, square)
+    return image
+
+
+# ---- relevance --------------------------------------------------------------------------
+
+
+def test_clip_scores_are_the_models_cosines(tiny_dirs: dict[str, Path]) -> None:
+    scorer = ClipRelevance(tiny_dirs["clip"], "clip")
+    assert scorer.kind == "clip"
+    texts = ["a red square", "a blue circle on grass", "x"]
+    image = _scene((64, 64), (10, 10, 30, 30))
+    scores = scorer.score(image, texts)
+    # Reference: CLIP's own forward, whose logits are logit_scale * cosine.
+    model = transformers.CLIPModel.from_pretrained(tiny_dirs["clip"]).eval()
+    proc = transformers.CLIPImageProcessor.from_pretrained(tiny_dirs["clip"])
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dirs["clip"])
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, pixel_values=proc(images=image, return_tensors="pt").pixel_values)
+    expected = (out.logits_per_image[0] / model.logit_scale.exp()).tolist()
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    assert len(set(scores)) == 3
+
+
+def test_siglip_scores_are_the_models_cosines(tiny_dirs: dict[str, Path]) -> None:
+    scorer = ClipRelevance(tiny_dirs["siglip"])  # kind read from the config
+    assert scorer.kind == "siglip"
+    texts = ["a red square", "grass"]
+    image = _scene((32, 32), (4, 4, 20, 20))
+    scores = scorer.score(image, texts)
+    model = transformers.SiglipModel.from_pretrained(tiny_dirs["siglip"]).eval()
+    proc = transformers.SiglipImageProcessor.from_pretrained(tiny_dirs["siglip"])
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dirs["siglip"])
+    batch = tok(texts, padding="max_length", max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        out = model(
+            input_ids=batch.input_ids,
+            pixel_values=proc(images=image, return_tensors="pt").pixel_values,
+        )
+    # SigLIP: logits = cosine * exp(logit_scale) + logit_bias.
+    expected = ((out.logits_per_image[0] - model.logit_bias) / model.logit_scale.exp()).tolist()
+    assert scores == pytest.approx(expected, abs=1e-5)
+
+
+def test_text_embeddings_are_cached(
+    tiny_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer = ClipRelevance(tiny_dirs["clip"])
+    calls: list[int] = []
+    original = scorer._model.get_text_features
+
+    def counting(**kw: Any) -> Any:
+        calls.append(int(kw["input_ids"].shape[0]))
+        return original(**kw)
+
+    monkeypatch.setattr(scorer._model, "get_text_features", counting)
+    first = scorer.score(_scene((32, 32), (0, 0, 8, 8)), ["a", "b"])
+    second = scorer.score(_scene((32, 32), (0, 0, 8, 8)), ["b", "a", "c"])
+    assert calls == [2, 1]  # only "c" was new
+    assert second[:2] == pytest.approx(first[::-1], abs=1e-6)
+    assert scorer.score(_scene((8, 8), (0, 0, 1, 1)), []) == []
+
+
+def test_wide_image_is_padded_not_cropped(tiny_dirs: dict[str, Path]) -> None:
+    # CLIP's centre crop would cut both ends of a 200 x 20 image; differences there must
+    # still change the embedding.
+    scorer = ClipRelevance(tiny_dirs["clip"])
+    left = _scene((200, 20), (0, 0, 20, 20), RED)
+    right = _scene((200, 20), (180, 0, 200, 20), RED)
+    a, b = scorer.image_embedding(left), scorer.image_embedding(right)
+    assert float(a @ b) < 0.9999
+    crop = transformers.CLIPImageProcessor.from_pretrained(tiny_dirs["clip"])
+    pa = crop(images=left, return_tensors="pt").pixel_values
+    pb = crop(images=right, return_tensors="pt").pixel_values
+    assert torch.equal(pa, pb)  # what centre-cropping would have seen: identical
+
+
+def test_missing_hub_model_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError) as info:
+        ClipRelevance("openai/clip-vit-base-patch16")
+    text = str(info.value)
+    assert "openai/clip-vit-base-patch16" in text and "--relevance clip:/path" in text
+    assert "HF_HUB_OFFLINE" in text
+    with pytest.raises(InputError, match="--locator /path"):
+        Owlv2Locator("google/owlv2-base-patch16-ensemble")
+
+
+def test_wrong_kind_is_refused(tiny_dirs: dict[str, Path]) -> None:
+    with pytest.raises(InputError, match=r"is a siglip model; name it as siglip:"):
+        ClipRelevance(tiny_dirs["siglip"], "clip")
+    with pytest.raises(InputError, match=r"'owlv2' model, not CLIP or SigLIP"):
+        make_relevance(f"clip:{tiny_dirs['owlv2']}")
+
+
+def test_make_relevance_specs(tiny_dirs: dict[str, Path]) -> None:
+    assert make_relevance("off") is None
+    assert isinstance(make_relevance("vlm"), VlmRelevance)
+    scorer = make_relevance(f"siglip:{tiny_dirs['siglip']}")
+    assert isinstance(scorer, ClipRelevance) and scorer.kind == "siglip"
+
+
+def test_vlm_relevance_queries_share_the_prefix() -> None:
+    vlm = VlmRelevance()
+    image = _scene((16, 16), (0, 0, 4, 4))
+    queries = vlm.queries(image, ["a knife", "blood"], image_key="img1")
+    assert len(queries) == 2
+    assert queries[0].instructions == queries[1].instructions != ""
+    assert all(q.image is image and q.image_key == "img1" for q in queries)
+    assert "the image shows a knife" in queries[0].question
+    assert vlm.prompt_versions.keys() == {"visibility_instructions", "relevance_question"}
+    backend = ScriptedBackend(
+        {("the image shows a knife", "img1"): 0.9, ("the image shows blood", "img1"): None}
+    )
+    scores = asyncio.run(vlm.score(backend, image, ["a knife", "blood"], image_key="img1"))
+    assert scores[0] == pytest.approx(0.9) and scores[1] is None
+    assert backend.batches == 1  # one request for all rules of the image
+
+
+# ---- locator ------------------------------------------------------------------------------
+
+
+def test_locator_real_model_one_pass(tiny_dirs: dict[str, Path]) -> None:
+    locator = Owlv2Locator(tiny_dirs["owlv2"])
+    passes: list[int] = []
+    forward = locator._model.forward
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        passes.append(int(kw["input_ids"].shape[0]))
+        return forward(*args, **kw)
+
+    locator._model.forward = counting
+    image = _scene((90, 40), (5, 5, 25, 25))
+    found = locator.locate(image, ["square", "circle", "square", " "])
+    assert passes == [2]  # one pass, the two distinct words as queries
+    assert set(found) == {"square", "circle", " "} and found[" "] is None
+    for word in ("square", "circle"):
+        box = found[word]
+        assert box is not None and box.label == word and 0.0 < box.confidence < 1.0
+        assert 0 <= box.x0 < box.x1 <= 90 and 0 <= box.y0 < box.y1 <= 40
+    assert locator.locate(image, []) == {}
+    assert locator.locate(image, ["square"], min_confidence=1.0) == {"square": None}
+
+
+def test_locator_matches_hf_post_processing(tiny_dirs: dict[str, Path]) -> None:
+    # Our mapping must agree with transformers' own post-processing given the padded square.
+    locator = Owlv2Locator(tiny_dirs["owlv2"])
+    image = _scene((120, 50), (70, 10, 100, 40))
+    inputs = locator._processor(
+        text=[["a photo of a square"]],
+        images=image,
+        padding="max_length",
+        truncation=True,
+        max_length=16,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        out = locator._model(**inputs)
+    side = max(image.size)
+    hf = locator._processor.image_processor.post_process_object_detection(
+        out, threshold=0.0, target_sizes=[(side, side)]
+    )[0]
+    ours = to_pixel_boxes(out.pred_boxes[0], image.size)
+    clipped = hf["boxes"].clone()
+    clipped[:, 0::2] = clipped[:, 0::2].clamp(0, image.width)
+    clipped[:, 1::2] = clipped[:, 1::2].clamp(0, image.height)
+    assert torch.allclose(ours, clipped, atol=1e-3)
+    # The locator's box: HF's most confident box among those with area inside the image.
+    inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    assert 0 < int(inside.sum()) < len(inside)  # some boxes lie wholly in the padding
+    best = int(hf["scores"].masked_fill(~inside, -1.0).argmax())
+    box = locator.locate(image, ["square"])["square"]
+    assert box is not None
+    assert [box.x0, box.y0, box.x1, box.y1] == pytest.approx(clipped[best].tolist(), abs=1e-3)
+    assert box.confidence == pytest.approx(float(hf["scores"][best]), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("size", "norm", "expected"),
+    [
+        # wide 200 x 100: the padded square has side 200, so y scales by 200, not 100
+        ((200, 100), (0.25, 0.25, 0.1, 0.1), (40, 40, 60, 60)),
+        # tall 100 x 200
+        ((100, 200), (0.25, 0.75, 0.1, 0.1), (40, 140, 60, 160)),
+        # partly in the padding below a wide image: clipped at the image's bottom
+        ((200, 100), (0.5, 0.5, 0.2, 0.2), (80, 80, 120, 100)),
+    ],
+)
+def test_normalised_boxes_map_through_the_padded_square(
+    size: tuple[int, int], norm: tuple[float, ...], expected: tuple[float, ...]
+) -> None:
+    logits = torch.tensor([[3.0], [-5.0]])
+    boxes = torch.tensor([list(norm), [0.5, 0.5, 0.1, 0.1]])
+    box = best_boxes(logits, boxes, size, ["thing"])["thing"]
+    assert box is not None
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx(expected, abs=1e-4)
+    assert box.confidence == pytest.approx(1 / (1 + math.exp(-3.0)))
+
+
+def test_boxes_wholly_in_the_padding_are_not_detections() -> None:
+    # Most confident box lies below a 200 x 100 image (y from 120 to 140): skipped.
+    logits = torch.tensor([[5.0, 5.0], [1.0, -9.0]])
+    boxes = torch.tensor([[0.5, 0.65, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1]])
+    found = best_boxes(logits, boxes, (200, 100), ["a", "b"], min_confidence=0.01)
+    assert found["a"] is not None and found["a"].x0 == pytest.approx(10)
+    assert found["b"] is None  # its only box in the image is under min_confidence
+
+
+def _oracle(locator: Owlv2Locator) -> None:
+    """Replace the model with an oracle that finds the red pixels in exactly the tensor the
+    model would see (after the processor's padding and resizing), and reports their box
+    normalised to that square input, as OWLv2 does."""
+    proc = locator._processor.image_processor
+    mean = torch.tensor(proc.image_mean).view(3, 1, 1)
+    std = torch.tensor(proc.image_std).view(3, 1, 1)
+
+    def forward(*, pixel_values: Any, input_ids: Any, **_: Any) -> Any:
+        rgb = pixel_values[0] * std + mean
+        red = (rgb[0] > 0.6) & (rgb[1] < 0.4) & (rgb[2] < 0.4)
+        ys, xs = torch.nonzero(red, as_tuple=True)
+        side = float(rgb.shape[-1])
+        x0, x1 = float(xs.min()) / side, float(xs.max() + 1) / side
+        y0, y1 = float(ys.min()) / side, float(ys.max() + 1) / side
+        n = int(input_ids.shape[0])
+        boxes = torch.tensor([[(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], [0.5] * 4])
+        logits = torch.tensor([[4.0] * n, [-4.0] * n])
+        return SimpleNamespace(logits=logits[None], pred_boxes=boxes[None])
+
+    locator._model = forward  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    ("stored", "square", "orientation", "expected"),
+    [
+        ((160, 60), (100, 10, 140, 40), None, (100, 10, 140, 40)),  # wide, no EXIF
+        ((60, 160), (10, 100, 40, 140), None, (10, 100, 40, 140)),  # tall, no EXIF
+        # Orientation 6 (rotate 90 clockwise to display): stored 160 x 60 shows as 60 x 160;
+        # a stored point (x, y) appears at (59 - y, x).
+        ((160, 60), (100, 10, 140, 40), 6, (20, 100, 50, 140)),
+        # Orientation 8 (rotate 90 anticlockwise): (x, y) appears at (y, 159 - x).
+        ((160, 60), (100, 10, 140, 40), 8, (10, 20, 40, 60)),
+    ],
+)
+def test_boxes_are_in_the_coordinates_the_model_sees(
+    tiny_dirs: dict[str, Path],
+    stored: tuple[int, int],
+    square: tuple[int, int, int, int],
+    orientation: int | None,
+    expected: tuple[int, int, int, int],
+) -> None:
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    _scene(stored, square).save(buf, "PNG" if orientation is None else "JPEG", exif=exif)
+    loaded = load_image(buf.getvalue())
+    locator = Owlv2Locator(tiny_dirs["owlv2"])
+    _oracle(locator)
+    box = locator.locate(loaded.image, ["red square"])["red square"]
+    assert box is not None
+    # The processor works at 64 px for a 160 px side: 2.5 px per input pixel, plus JPEG
+    # edges; anything wrong in the mapping is off by tens of pixels.
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx(expected, abs=6)
+    # And the box really holds the red square in the loaded image.
+    crop = np.asarray(loaded.image.crop((box.x0 + 3, box.y0 + 3, box.x1 - 3, box.y1 - 3)))
+    assert crop[..., 0].mean() > 200 and crop[..., 1].mean() < 60
+
+
+# ---- masking and crops -------------------------------------------------------------------
+
+
+def _checker(size: tuple[int, int]) -> Image.Image:
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+    board = ((xx + yy) % 2 * 200 + 20).astype(np.uint8)
+    return Image.fromarray(np.stack([board, board // 2, 255 - board], axis=-1))
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> Box:
+    return Box(x0=x0, y0=y0, x1=x1, y1=y1, confidence=0.9, label="thing")
+
+
+def test_fill_box_mean_fills_exactly_the_touched_pixels() -> None:
+    image = _checker((20, 12))
+    before = np.asarray(image).copy()
+    out = fill_box(image, _box(2.5, 3.2, 6.1, 7.9))
+    after = np.asarray(out)
+    region = np.zeros(before.shape[:2], dtype=bool)
+    region[3:8, 2:7] = True  # floor/ceil: x 2..6, y 3..7
+    assert (after[region] == np.array(mean_colour(image))).all()
+    assert (after[~region] == before[~region]).all()
+    assert np.asarray(image).tolist() == before.tolist()  # the input is untouched
+
+
+def test_fill_methods() -> None:
+    image = _checker((30, 30))
+    before = np.asarray(image)
+    region = np.zeros(before.shape[:2], dtype=bool)
+    region[5:15, 10:20] = True
+    black = np.asarray(fill_box(image, _box(10, 5, 20, 15), "black"))
+    assert (black[region] == 0).all() and (black[~region] == before[~region]).all()
+    blur = np.asarray(fill_box(image, _box(10, 5, 20, 15), "blur"))
+    assert (blur[~region] == before[~region]).all()
+    # The checkerboard's detail is gone inside: neighbouring pixels now nearly agree.
+    inside = blur[5:15, 10:20, 0].astype(int)
+    assert (
+        np.abs(np.diff(inside, axis=1)).mean()
+        < 40
+        < np.abs(np.diff(before[5:15, 10:20, 0].astype(int), axis=1)).mean()
+    )
+    with pytest.raises(ValueError, match="unknown fill method"):
+        fill_box(image, _box(0, 0, 1, 1), "pink")  # type: ignore[arg-type]
+
+
+def test_fill_box_outside_or_empty_changes_nothing() -> None:
+    image = _checker((10, 10))
+    for box in (_box(20, 20, 30, 30), _box(-5, -5, 0, 0), _box(4, 4, 4, 8)):
+        assert np.array_equal(np.asarray(fill_box(image, box)), np.asarray(image))
+
+
+def test_crop_small_box_keeps_context_and_minimum_side() -> None:
+    image = _scene((200, 100), (100, 50, 104, 54))
+    crop = crop_box(image, _box(100, 50, 104, 54))
+    assert crop.size == (28, 28)
+    arr = np.asarray(crop)
+    red = (arr[..., 0] > 200) & (arr[..., 1] < 30)
+    assert red.sum() == 16 and red[12:16, 12:16].all()  # the box, at the centre
+    # At the corner the window slides inside the image instead of shrinking.
+    assert crop_box(image, _box(0, 0, 3, 3)).size == (28, 28)
+    assert crop_box(image, _box(197, 97, 200, 100)).size == (28, 28)
+    # A large box gets 10% padding each side, clipped to the image.
+    assert crop_box(image, _box(50, 20, 150, 70)).size == (120, 60)
+    assert crop_box(image, _box(-10, -10, 300, 300)).size == (200, 100)
+    # An image smaller than the minimum: the whole image.
+    assert crop_box(Image.new("RGB", (10, 5)), _box(1, 1, 2, 2)).size == (10, 5)
+
+
+def test_box_area_share() -> None:
+    image = Image.new("RGB", (200, 100))
+    assert box_area_share(_box(0, 0, 20, 10), image) == pytest.approx(0.01)
+    assert box_area_share(_box(-50, -50, 100, 50), image) == pytest.approx(0.25)  # clipped
+    assert box_area_share(_box(300, 0, 400, 10), (200, 100)) == 0.0
