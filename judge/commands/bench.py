@@ -1,0 +1,128 @@
+"""`judge bench`: prefill efficiency, speed-up over the naive algorithm, scaling, memory
+and compile time, in one run (see judge/bench/run.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from judge.commands.app import app
+from judge.errors import InputError
+
+
+def _default_constitution() -> Path:
+    from judge.resources import data_dir
+
+    path = data_dir("constitutions") / "toy.yaml"
+    if not path.exists():
+        raise InputError("no constitution given and constitutions/toy.yaml is missing")
+    return path
+
+
+def _sections(text: str | None) -> tuple[str, ...]:
+    from judge.bench.run import SECTIONS as known
+
+    if text is None:
+        return known
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in known]
+    if unknown or not chosen:
+        raise InputError(f"unknown section(s) {unknown}; choose from {', '.join(known)}")
+    return chosen
+
+
+@app.command(name="bench")
+def bench(
+    server: str | None = typer.Option(
+        None, "--server", help="A running vLLM server (base URL); default: start one locally."
+    ),
+    model: str = typer.Option(
+        "toy",
+        "--model",
+        help="Model to serve when no --server is given: 'toy' (the toy VLM) or a model "
+        "folder. With --server: the served model name to ask for ('toy' = whatever it serves).",
+    ),
+    constitution: Path | None = typer.Option(
+        None, "--constitution", "-c", help="Constitution (default: constitutions/toy.yaml)."
+    ),
+    images: int | None = typer.Option(
+        None, "--images", "-n", help="Images judged by both the engine and the naive algorithm."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="A short run (CI): fewer images."),
+    concurrency: int = typer.Option(16, "--concurrency", help="Engine image concurrency."),
+    memory_images: int | None = typer.Option(
+        None, "--memory-images", help="Images streamed for the memory section (default 1000)."
+    ),
+    compile_rules: int | None = typer.Option(
+        None, "--compile-rules", help="Rules in the compile section (default 100)."
+    ),
+    gpu_model: str | None = typer.Option(
+        None, "--gpu-model", help="A real model folder: runs the GPU section when CUDA is present."
+    ),
+    gpu_images: int = typer.Option(200, "--gpu-images", help="Images for the GPU section."),
+    relevance: str | None = typer.Option(None, "--relevance", help="As for judging."),
+    locator: str | None = typer.Option(None, "--locator", help="As for judging."),
+    sections: str | None = typer.Option(
+        None, "--sections", help="Comma list: prefill,naive,scaling,memory,compile,gpu."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the results here."),
+) -> None:
+    """Benchmark the engine against the prefill limit and the naive algorithm.
+
+    Exits 1 when the engine's verdicts differ from the naive algorithm's.
+    """
+    from rich.console import Console
+
+    from judge.bench.run import BenchConfig, render, run_bench
+
+    console = Console(highlight=False)
+    n = images if images is not None else (6 if quick else 24)
+    toy_parts: Any = None
+    if model == "toy" and (relevance is None or locator is None or server is None):
+        from judge.toy import ensure_toy_models
+
+        toy_parts = ensure_toy_models()
+    if toy_parts is not None:
+        relevance = relevance or f"clip:{toy_parts.clip}"
+        locator = locator or str(toy_parts.owl)
+    config = BenchConfig(
+        server="",
+        constitution=constitution or _default_constitution(),
+        relevance=relevance,
+        locator=locator,
+        images=n,
+        concurrency=concurrency,
+        scaling_images=16 if quick else 64,
+        memory_images=memory_images if memory_images is not None else (100 if quick else 1000),
+        compile_rules=compile_rules if compile_rules is not None else (16 if quick else 100),
+        gpu_model=gpu_model,
+        gpu_images=gpu_images,
+        sections=_sections(sections),
+    )
+    if server is not None:
+        config.server = server
+        config.model = None if model == "toy" else model
+        result = run_bench(config, console)
+    else:
+        from judge.bench.server import local_vllm_server
+
+        path = toy_parts.vlm if model == "toy" else Path(model)
+        console.print(f"[dim]starting a local vLLM server for {path} (about a minute)[/]")
+        with local_vllm_server(path, served_model_name="toy-vlm" if model == "toy" else None) as s:
+            config.server = s.url
+            config.model = s.model
+            result = run_bench(config, console)
+    if json_out is not None:
+        body = {
+            "summary": result.summary,
+            "rows": [vars(r) for r in result.rows],
+            "notes": result.notes,
+            "verdict_mismatches": result.verdict_mismatches,
+        }
+        json_out.write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")
+    render(result, console)
+    if result.verdict_mismatches:
+        raise typer.Exit(1)
