@@ -319,6 +319,31 @@ def test_locator_matches_hf_post_processing(tiny_dirs: dict[str, Path]) -> None:
     assert box.confidence == pytest.approx(float(hf["scores"][best]), abs=1e-5)
 
 
+def test_query_template(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    assert Owlv2Locator(tiny_dirs["owlv2"]).query_template == "a photo of a {}"
+    # A model trained on bare words records its template in its config.
+    model = transformers.Owlv2ForObjectDetection.from_pretrained(tiny_dirs["owlv2"])
+    model.config.judge_query_template = "{}"
+    model.save_pretrained(tmp_path)
+    transformers.Owlv2Processor.from_pretrained(tiny_dirs["owlv2"]).save_pretrained(tmp_path)
+    locator = Owlv2Locator(tmp_path)
+    assert locator.query_template == "{}"
+    seen: list[list[int]] = []
+    forward = locator._model.forward
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        seen.extend(kw["input_ids"].tolist())
+        return forward(*args, **kw)
+
+    locator._model.forward = spy
+    locator.locate(_scene((32, 32), (0, 0, 8, 8)), ["cat"])
+    tok = locator._processor.tokenizer
+    assert tok.decode(seen[0], skip_special_tokens=True).strip() == "cat"
+    assert Owlv2Locator(tmp_path, query_template="an {} here").query_template == "an {} here"
+    with pytest.raises(InputError, match="needs one"):
+        Owlv2Locator(tmp_path, query_template="no slot")
+
+
 @pytest.mark.parametrize(
     ("size", "norm", "expected"),
     [

@@ -32,7 +32,9 @@ class Owlv2Locator:
 
     Args:
         model: hub id or local `save_pretrained` folder (model and processor).
-        query_template: how a word becomes a text query (OWL-ViT's "a photo of a {}").
+        query_template: how a word becomes a text query. None: the model config's
+            `judge_query_template` if it has one (a model trained on bare words, like the
+            toy OWLv2, saves "{}" there), else OWL-ViT's "a photo of a {}".
         device: torch device; None picks CUDA when present, else CPU.
     """
 
@@ -40,7 +42,7 @@ class Owlv2Locator:
         self,
         model: str | Path = DEFAULT_OWLV2,
         *,
-        query_template: str = DEFAULT_QUERY,
+        query_template: str | None = None,
         device: str | None = None,
     ) -> None:
         require_hf("locator")
@@ -56,8 +58,11 @@ class Owlv2Locator:
         self._processor: Any = load_pretrained(
             AutoProcessor.from_pretrained, model, what=what, option=option
         )
-        if "{}" not in query_template:
-            raise InputError(f"query_template {query_template!r} needs a '{{}}' for the word")
+        if query_template is None:
+            saved = getattr(self._model.config, "judge_query_template", None)
+            query_template = saved if isinstance(saved, str) else DEFAULT_QUERY
+        if query_template.count("{}") != 1:
+            raise InputError(f"query_template {query_template!r} needs one '{{}}' for the word")
         self.query_template = query_template
         size = getattr(self._processor.image_processor, "size", None) or {}
         self._input_side = int(size.get("height", 960))
@@ -83,7 +88,7 @@ class Owlv2Locator:
         import torch
 
         rgb = _shrink(image.convert("RGB"), 2 * self._input_side)
-        texts = [self.query_template.format(w) for w in queries]
+        texts = [self.query_template.replace("{}", w) for w in queries]
         # Queries are padded to, and cut at, the text tower's length (16 for OWLv2).
         inputs = self._processor(
             text=[texts],
