@@ -404,7 +404,7 @@ def _decode(
     try:
         opened = Image.open(BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from None
+        raise ImageError(_bomb_reason(exc, max_pixels)) from None
     except UnidentifiedImageError:  # its message is only the stream's repr
         raise ImageError(
             f"corrupt {fmt} header: the data starts like {fmt} but its header cannot be parsed"
@@ -453,7 +453,7 @@ def _frame(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from None
+        raise ImageError(_bomb_reason(exc, 0)) from None
     except MemoryError:
         raise ImageError(f"out of memory decoding {fmt}{where}") from None
     except Exception as exc:
@@ -468,6 +468,18 @@ def _frame(
         source_size=rgb.size,
         notes=tuple(notes),
     )
+
+
+def _bomb_reason(exc: Exception, max_pixels: int) -> str:
+    # Pillow's own guard fired (formats whose size we do not read ourselves, e.g. TIFF):
+    # its message holds the pixel count.
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    if match and max_pixels:
+        return (
+            f"image is {int(match.group(1)):,} pixels, over the limit of {max_pixels:,} pixels "
+            "(decompression-bomb protection)"
+        )
+    return f"decompression bomb refused: {exc}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -79,6 +79,24 @@ def _bomb_jpeg() -> bytes:
     return bytes(data)
 
 
+def _bomb_tiff() -> bytes:
+    # A little-endian TIFF whose only strip is 1 byte but whose tags claim 50,000 x 50,000.
+    tags = [
+        (256, 4, 50_000),
+        (257, 4, 50_000),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8 + 2 + 12 * 8 + 4),
+        (278, 4, 50_000),
+        (279, 4, 1),
+    ]
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        ifd += struct.pack("<HHII", tag, kind, 1, value)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + b"\x00"
+
+
 def _png16_grey() -> bytes:
     grey = np.full((8, 8), 40_000, dtype=np.uint16)
     return _encode(Image.fromarray(grey), "PNG")
@@ -205,6 +223,7 @@ CORPUS: dict[str, tuple[str, Callable[[], bytes], Check | str]] = {
         _bomb_png,
         r"50,000 x 50,000 = 2,500,000,000 pixels, over the limit of " + f"{DEFAULT_MAX_PIXELS:,}",
     ),
+    "bomb_tiff_50k": ("bomb.tif", _bomb_tiff, r"2,500,000,000 pixels, over the limit of"),
     "bomb_jpeg_60k": ("bomb.jpg", _bomb_jpeg, r"60,000 x 60,000 = 3,600,000,000 pixels"),
     "animated_gif": ("anim.gif", lambda: _animated("GIF"), _pixel(RED)),
     "animated_webp": ("anim.webp", lambda: _animated("WEBP"), _pixel(RED)),
