@@ -415,7 +415,7 @@ def _decode(
         _check_pixels(im.size, max_pixels)
         n_frames = _frame_count(im, fmt)
         if not all_frames:
-            return _frame(im, 0, n_frames, fmt, digest, ident)
+            return _frame(im, 0, n_frames, fmt, digest, ident, max_pixels)
         if n_frames > max_frames:
             raise ImageError(
                 f"animation has {n_frames} frames, over the limit of {max_frames} "
@@ -427,7 +427,7 @@ def _decode(
                 f"animation has {n_frames} frames of {w} x {h}: {n_frames * w * h:,} pixels in "
                 f"all, over the limit of {max_total_pixels:,}"
             )
-        return [_frame(im, i, n_frames, fmt, digest, ident) for i in range(n_frames)]
+        return [_frame(im, i, n_frames, fmt, digest, ident, max_pixels) for i in range(n_frames)]
 
 
 def _frame_count(im: Image.Image, fmt: str) -> int:
@@ -438,12 +438,20 @@ def _frame_count(im: Image.Image, fmt: str) -> int:
 
 
 def _frame(
-    im: Image.Image, index: int, n_frames: int, fmt: str, digest: str, ident: str
+    im: Image.Image,
+    index: int,
+    n_frames: int,
+    fmt: str,
+    digest: str,
+    ident: str,
+    max_pixels: int,
 ) -> LoadedImage:
     where = f" (frame {index})" if n_frames > 1 else ""
     try:
         if n_frames > 1 or index:
             im.seek(index)
+            # A later frame may enlarge the canvas (GIF): check again before decoding it.
+            _check_pixels(im.size, max_pixels, f"frame {index}")
         im.load()
         notes: list[str] = []
         # exif_transpose reads the orientation of this frame's EXIF (the file's).

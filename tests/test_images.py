@@ -401,3 +401,17 @@ def test_fit_pixels(size: tuple[int, int], budget: int | None, expected: tuple[i
     assert min(fitted.size) >= 28
     if size == expected:
         assert fitted is image
+
+
+def test_a_later_frame_cannot_grow_into_a_bomb() -> None:
+    # A 16 x 16 GIF whose second frame descriptor claims 9,000 x 9,000: Pillow would grow
+    # the canvas to decode it.
+    frames = [Image.new("RGB", (16, 16), c) for c in (RED, GREEN)]
+    data = bytearray(_encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    first = data.index(b"\x21\xf9\x04")
+    second = data.index(b"\x21\xf9\x04", first + 1) + 8  # the image descriptor after it
+    assert data[second] == 0x2C
+    data[second + 5 : second + 9] = struct.pack("<HH", 9_000, 9_000)
+    assert load_image(bytes(data)).size == (16, 16)  # the first frame is fine
+    with pytest.raises(ImageError, match=r"frame 1 is 9,000 x 9,000 = 81,000,000 pixels"):
+        load_image(bytes(data), all_frames=True)
