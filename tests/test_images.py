@@ -407,7 +407,9 @@ def test_a_later_frame_cannot_grow_into_a_bomb() -> None:
     # A 16 x 16 GIF whose second frame descriptor claims 9,000 x 9,000: Pillow would grow
     # the canvas to decode it.
     frames = [Image.new("RGB", (16, 16), c) for c in (RED, GREEN)]
-    data = bytearray(_encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    data = bytearray(
+        _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    )
     first = data.index(b"\x21\xf9\x04")
     second = data.index(b"\x21\xf9\x04", first + 1) + 8  # the image descriptor after it
     assert data[second] == 0x2C
