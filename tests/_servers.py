@@ -8,6 +8,9 @@
   JSON, drop the labels, report another model, refuse logprobs or images, or die after
   N requests. It counts requests and the most in flight at once.
 * `down_url`: a URL where nothing listens.
+
+To iterate on the server tests without a 1-2 minute start each run, start a server with
+`vllm_server_command` and set JUDGE_TEST_VLLM_URL and JUDGE_TEST_VLLM_MODEL_DIR.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class ServedModel:
     model: str
     log_path: Path
     model_dir: Path
+    trained: bool = False  # the trained toy VLM (else an untrained tiny one)
     start_seconds: float = 0.0
 
     def log_tail(self, lines: int = 40) -> str:
@@ -92,8 +96,9 @@ def vllm_server_command(model_dir: Path, port: int, served_name: str = SERVED_NA
     ]  # fmt: skip
 
 
-def toy_vlm_dir(request: pytest.FixtureRequest, cache: Path) -> Path:
-    """The trained toy VLM when tests/_toy.py provides it, else an untrained tiny one."""
+def toy_vlm_dir(request: pytest.FixtureRequest, cache: Path) -> tuple[Path, bool]:
+    """(folder, trained): the trained toy VLM when tests/_toy.py provides it, else an
+    untrained tiny one."""
     try:
         toy = request.getfixturevalue("toy_models")
     except pytest.FixtureLookupError:
@@ -102,13 +107,13 @@ def toy_vlm_dir(request: pytest.FixtureRequest, cache: Path) -> Path:
         for name in ("vlm", "vlm_dir"):
             path = toy.get(name) if isinstance(toy, dict) else getattr(toy, name, None)
             if path is not None:
-                return Path(path)
+                return Path(path), True
     from judge.toy.arch import build_vlm
 
     target = cache / "untrained-vlm"
     if not (target / "model.safetensors").exists():
         build_vlm(target, seed=0)
-    return target
+    return target, False
 
 
 def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
@@ -150,11 +155,26 @@ def vllm_server(
 ) -> Iterator[ServedModel]:
     from judge.resources import cache_dir
 
-    model_dir = toy_vlm_dir(request, cache_dir() / "test-models")
+    reuse = os.environ.get("JUDGE_TEST_VLLM_URL")
+    if reuse:
+        # For development: a server already running (started with vllm_server_command),
+        # with JUDGE_TEST_VLLM_MODEL_DIR naming the folder it serves.
+        folder = Path(os.environ["JUDGE_TEST_VLLM_MODEL_DIR"])
+        yield ServedModel(
+            url=reuse.rstrip("/"),
+            model=SERVED_NAME,
+            log_path=Path("/dev/null"),
+            model_dir=folder,
+            trained="untrained" not in folder.name,
+        )
+        return
+    model_dir, trained = toy_vlm_dir(request, cache_dir() / "test-models")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    served = ServedModel(url=url, model=SERVED_NAME, log_path=log_path, model_dir=model_dir)
+    served = ServedModel(
+        url=url, model=SERVED_NAME, log_path=log_path, model_dir=model_dir, trained=trained
+    )
     started = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -345,7 +365,8 @@ class MisbehavingServer:
             self._error(
                 h,
                 400,
-                f"Requested sample logprobs of {body.get('top_logprobs', 1)}, which is greater than max allowed: 0",
+                f"Requested sample logprobs of {body.get('top_logprobs', 1)}, "
+                "which is greater than max allowed: 0",
             )
             return
         if self.mode == "400":
