@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from judge.errors import ImageError, InputError
@@ -417,3 +419,38 @@ def test_a_later_frame_cannot_grow_into_a_bomb() -> None:
     assert load_image(bytes(data)).size == (16, 16)  # the first frame is fine
     with pytest.raises(ImageError, match=r"frame 1 is 9,000 x 9,000 = 81,000,000 pixels"):
         load_image(bytes(data), all_frames=True)
+
+
+_SEEDS = {
+    "PNG": _encode(_noise((24, 16)), "PNG"),
+    "JPEG": _encode(_noise((24, 16)), "JPEG"),
+    "GIF": _animated("GIF"),
+    "WEBP": _animated("WEBP"),
+    "BMP": _encode(_noise((8, 8)), "BMP"),
+    "TIFF": _encode(_noise((8, 8)), "TIFF"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the corrupt metadata
+@settings(max_examples=300, deadline=2000, derandomize=True, database=None)
+@given(
+    fmt=st.sampled_from(sorted(_SEEDS)),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=6),
+    cut=st.one_of(st.none(), st.integers(0, 10_000)),
+    all_frames=st.booleans(),
+)
+def test_mutated_images_give_an_image_or_an_image_error(
+    fmt: str, flips: list[tuple[int, int]], cut: int | None, all_frames: bool
+) -> None:
+    data = bytearray(_SEEDS[fmt])
+    for at, mask in flips:  # corrupt headers and pixel data alike
+        data[at % len(data)] ^= mask
+    if cut is not None:
+        data = data[: cut % (len(data) + 1)]
+    try:
+        out = load_image(bytes(data), all_frames=all_frames, max_pixels=4_000_000)
+    except ImageError as exc:
+        assert str(exc)  # a reason, never an empty message
+        return
+    for loaded in out if isinstance(out, list) else [out]:
+        assert loaded.image.mode == "RGB" and loaded.image.width * loaded.image.height > 0
