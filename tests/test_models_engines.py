@@ -44,8 +44,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Image.Im
 
     a, b = list(world.COLOURS)[:2]
     made = {
-        a: scene(((a, list(world.SHAPES)[0], "large"),), seed=1),
-        b: scene(((b, list(world.SHAPES)[1], "large"),), seed=2),
+        a: scene(((a, world.SHAPES[0], "large"),), seed=1),
+        b: scene(((b, world.SHAPES[1], "large"),), seed=2),
     }
     folder = tmp_path_factory.mktemp("images")
     out = {}

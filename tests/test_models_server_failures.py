@@ -54,7 +54,7 @@ def test_healthy_server_sums_label_variants_with_token_ids(misbehaving_server: A
     assert result.m == pytest.approx(result.p_yes / (result.p_yes + result.p_no))
     assert result.prompt_tokens == 40 + 64 and result.cached_tokens == 32
     assert backend.uses_token_ids and backend.model_id == "toy-vlm"
-    chat = [r for r in server.requests if r["path"] == "/v1/chat/completions"][0]["body"]
+    chat = next(r for r in server.requests if r["path"] == "/v1/chat/completions")["body"]
     assert chat["max_tokens"] == 1 and chat["temperature"] == 0.0 and chat["logprobs"] is True
     assert sorted(chat["logprob_token_ids"]) == [10, 11, 12, 13, 20, 21, 22, 23]
     parts = [p["type"] for p in chat["messages"][0]["content"]]
@@ -67,7 +67,7 @@ def test_healthy_server_sums_label_variants_with_token_ids(misbehaving_server: A
 def test_no_image_query_sends_no_image_part(misbehaving_server: Any) -> None:
     server = misbehaving_server()
     [result] = run(ask(server_backend(server.url), queries(1, image=False)))
-    chat = [r for r in server.requests if r["path"] == "/v1/chat/completions"][0]["body"]
+    chat = next(r for r in server.requests if r["path"] == "/v1/chat/completions")["body"]
     assert [p["type"] for p in chat["messages"][0]["content"]] == ["text", "text"]
     assert result.prompt_tokens == 40
 
@@ -113,7 +113,7 @@ def test_hanging_at_start_raises_within_timeout(misbehaving_server: Any) -> None
     server = misbehaving_server(models_delay=30)
     backend = server_backend(server.url, timeout=0.5, retries=1)
     started = time.monotonic()
-    with pytest.raises(BackendError, match="no answer within 0.5 s"):
+    with pytest.raises(BackendError, match=r"no answer within 0\.5 s"):
         run(ask(backend, queries(1)))
     assert time.monotonic() - started < 3  # 2 attempts of 0.5 s and a short backoff
 
@@ -246,7 +246,7 @@ def test_generate_sends_json_schema_and_chat_turns(misbehaving_server: Any) -> N
 
     [gen] = run(main())
     assert gen.error is None and '"rating": "Yes"' in gen.text
-    body = [r for r in server.requests if r["path"] == "/v1/chat/completions"][0]["body"]
+    body = next(r for r in server.requests if r["path"] == "/v1/chat/completions")["body"]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["response_format"]["json_schema"]["schema"] == schema
     assert body["temperature"] == 0.0 and body["max_tokens"] == 50
@@ -326,3 +326,93 @@ def test_one_backend_across_event_loops(misbehaving_server: Any) -> None:
     second = asyncio.run(backend.yes_no(queries(1)))  # a new loop: a new client, same answers
     assert first[0].m == second[0].m is not None
     assert server.count("/v1/models") == 1  # started once
+
+
+# -- judge doctor against the misbehaving server -------------------------------------------
+
+
+def doctor_rows(url: str, **options: Any) -> dict[str, Any]:
+    from judge.models.doctor import diagnose
+
+    return {c.name: c for c in diagnose("vllm-server", server=url, **{**FAST, **options})}
+
+
+def test_doctor_all_good(misbehaving_server: Any) -> None:
+    from judge.models.doctor import raise_for
+
+    server = misbehaving_server()
+    rows = doctor_rows(server.url)
+    assert all(c.ok for c in rows.values()), rows
+    assert "logprob_token_ids works" in rows["logprobs"].found
+    raise_for(list(rows.values()))
+
+
+def test_doctor_logprobs_disabled(misbehaving_server: Any) -> None:
+    from judge.models.doctor import raise_for
+
+    server = misbehaving_server(logprobs=False)
+    rows = doctor_rows(server.url)
+    assert not rows["logprobs"].ok and "--max-logprobs 20" in rows["logprobs"].found
+    with pytest.raises(LogprobsError) as info:
+        raise_for(list(rows.values()))
+    assert "--max-logprobs 20" in info.value.fix and info.value.exit_code == 6
+
+
+def test_doctor_old_server_with_top_k_passes(misbehaving_server: Any) -> None:
+    server = misbehaving_server(token_ids=False)
+    rows = doctor_rows(server.url)
+    assert rows["logprobs"].ok and "ignores logprob_token_ids" in rows["logprobs"].found
+
+
+def test_doctor_no_vision(misbehaving_server: Any) -> None:
+    from judge.models.doctor import raise_for
+
+    server = misbehaving_server(vision=False)
+    rows = doctor_rows(server.url)
+    assert not rows["vision"].ok and "--limit-mm-per-prompt" in rows["vision"].found
+    with pytest.raises(NoVisionError):
+        raise_for(list(rows.values()))
+
+
+def test_doctor_multi_token_labels(misbehaving_server: Any) -> None:
+    from judge.models.doctor import raise_for
+
+    server = misbehaving_server(multi_token_labels=True)
+    rows = doctor_rows(server.url)
+    assert not rows["labels"].ok
+    with pytest.raises(TokenizerError) as info:
+        raise_for(list(rows.values()))
+    assert "single tokens" in info.value.fix
+
+
+def test_doctor_server_down(down_url: str) -> None:
+    from judge.models.doctor import raise_for
+
+    rows = doctor_rows(down_url)
+    assert list(rows) == ["server"] and not rows["server"].ok
+    with pytest.raises(BackendError) as info:
+        raise_for(list(rows.values()))
+    assert down_url in str(info.value) and type(info.value) is BackendError
+
+
+def test_doctor_wrong_model(misbehaving_server: Any) -> None:
+    server = misbehaving_server(model="other/model")
+    rows = doctor_rows(server.url, model="toy-vlm")
+    assert rows["server"].ok and not rows["model"].ok and "other/model" in rows["model"].found
+
+
+def test_doctor_command_prints_table_and_exit_code(
+    misbehaving_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from judge.cli import main
+
+    server = misbehaving_server(logprobs=False)
+    with pytest.raises(SystemExit) as info:
+        main(["doctor", "--server", server.url])
+    out = capsys.readouterr()
+    assert info.value.code == 6  # LogprobsError's own exit code
+    assert "logprobs" in out.out and "FAIL" in out.out and "--max-logprobs 20" in out.err
+    good = misbehaving_server()
+    with pytest.raises(SystemExit) as info:
+        main(["doctor", "--server", good.url])
+    assert info.value.code == 0

@@ -23,7 +23,7 @@ def render(checks: list[Check], console: Console) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command("doctor")
 def doctor(
     server: str | None = typer.Option(
         None, "--server", help="Base URL of a vLLM server (default: JUDGE_SERVER)."
