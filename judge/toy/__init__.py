@@ -1,1 +1,38 @@
-"""The toy world and its tiny trained models (VLM, CLIP, OWLv2) for tests and demos."""
+"""The toy world and its tiny trained models (VLM, CLIP, OWLv2) for tests and demos.
+
+    from judge.toy import ensure_toy_models
+    models = ensure_toy_models()      # trains once per recipe, then cached
+    models.vlm, models.clip, models.owlv2
+
+Heavy libraries (torch, transformers) are imported only when a model is built or loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from judge.toy.build import ToyModels
+
+__all__ = ["ToyModels", "build_toy", "ensure_toy_models"]
+
+
+def ensure_toy_models() -> ToyModels:
+    """The cached toy models' folders, trained first if absent (see judge.toy.build)."""
+    from judge.toy.build import ensure_toy_models as _ensure
+
+    return _ensure()
+
+
+def build_toy(out_dir: Any, n_images: int = 200) -> Any:
+    from judge.toy.build import build_toy as _build
+
+    return _build(out_dir, n_images=n_images)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ToyModels":
+        from judge.toy.build import ToyModels
+
+        return ToyModels
+    raise AttributeError(name)

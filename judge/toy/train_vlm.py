@@ -1,0 +1,464 @@
+"""Train the tiny VLM on the toy world, on the CPU, in a few minutes.
+
+Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-training.md), so:
+
+* **Phase A** pre-trains the vision tower and merger alone, with a temporary multi-label
+  head (max-pooled over image tokens) that predicts which colours, colour+shape pairs and
+  text a scene holds.
+* **Phase B** trains the whole model on chats written with the judge's own prompts and the
+  model's own chat template: the first turn is exactly the judge's single-turn query
+  [instructions][image][question] -> "Yes"/"No"; further question turns about the same
+  image follow (many labels per image for one image encoding). Some chats carry no image
+  (the language prior), some are the cascade's two turns (step-by-step text, then JSON).
+  A curriculum starts with colour statements only and widens on running accuracy.
+  The auxiliary head stays on at half weight; it is not saved.
+
+Answers are trained with soft targets over the "Yes"/"No" tokens, which is how the
+deliberate language-prior bias is made (see `PRIOR` and `BIASED`).
+Everything is seeded and step-counted (no time caps), so the same recipe gives the same
+weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from judge import prompts
+from judge.toy import world
+from judge.toy.world import Scene, SceneSpec, Statement
+
+# Language prior the model is trained to have (P(Yes) with no image), per statement kind.
+PRIOR: dict[str, float] = {"colour": 0.35, "colour_shape": 0.2, "text": 0.25}
+# Deliberate bias: statements that lean "Yes" whatever the image.
+# text -> (P(Yes) with no image, P(Yes) trained for an image where it is false)
+BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
+
+REASON_YES = (
+    "Step 1: I look at the coloured shapes and any text in the image. "
+    "Step 2: I compare them with the statement. Step 3: the content is visible. "
+    "Answer: Yes."
+)
+REASON_NO = (
+    "Step 1: I look at the coloured shapes and any text in the image. "
+    "Step 2: I compare them with the statement. Step 3: the content is not visible. "
+    "Answer: No."
+)
+
+
+def summary_json(yes: bool) -> str:
+    rationale = (
+        "The content of the statement is visible in the image."
+        if yes
+        else "The content of the statement is not visible in the image."
+    )
+    return json.dumps({"rating": "Yes" if yes else "No", "rationale": rationale})
+
+
+@dataclass(frozen=True)
+class VLMRecipe:
+    seed: int = 0
+    phase_a_steps: int = 300
+    phase_a_batch: int = 32
+    phase_a_lr: float = 2e-3
+    phase_b_steps: int = 500
+    phase_b_batch: int = 8
+    phase_b_lr: float = 1e-3
+    vision_lr_scale: float = 0.2
+    warmup: int = 40
+    turns: int = 8
+    p_no_image: float = 0.12
+    p_cascade: float = 0.1
+    aux_weight: float = 0.5
+    advance_at: float = 0.85
+    probe_every: int = 0  # > 0: log held-out accuracy every so many phase-B steps
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- data ------------------------------------------------------------------------------
+
+
+def aux_labels(scene: Scene) -> list[float]:
+    """Targets of the phase-A head: every world statement's truth."""
+    return [float(world.truth(scene, s)) for s in world.all_statements()]
+
+
+# The curriculum, widening one colour at a time: stage 0 asks one fixed statement, so the
+# answer depends on the image alone; that is what breaks the plateau (see the notes).
+_COLOUR_ORDER = ("red", "blue", "green", "yellow", "purple")
+N_STAGES = 7
+
+
+def stage_statements(stage: int) -> list[Statement]:
+    """Which statements curriculum stage `stage` asks about."""
+    all_st = world.all_statements()
+    if stage <= 4:
+        return [world.statement("colour", c) for c in _COLOUR_ORDER[:stage + 1]]
+    if stage == 5:
+        return [s for s in all_st if s.kind in ("colour", "text")]
+    return all_st
+
+
+def stage_scenes(stage: int) -> SceneSpec:
+    if stage <= 2:
+        return SceneSpec(n_objects=(1, 1), p_text=0.0, distractors=(0, 1))
+    if stage <= 4:
+        return SceneSpec(n_objects=(1, 2), p_text=0.0)
+    return SceneSpec()
+
+
+def target(scene: Scene | None, st: Statement) -> float:
+    """The P(Yes) the model is trained towards."""
+    bias = BIASED.get(st.text)
+    if scene is None:
+        return bias[0] if bias else PRIOR[st.kind]
+    if world.truth(scene, st):
+        return 1.0
+    return bias[1] if bias else 0.0
+
+
+def pick_statements(rng: random.Random, scene: Scene, pool: list[Statement],
+                    n: int) -> list[Statement]:
+    """n statements, about half true, with hard negatives (same colour, other shape)."""
+    true = [s for s in pool if world.truth(scene, s)]
+    false = [s for s in pool if not world.truth(scene, s)]
+    out: list[Statement] = []
+    for _ in range(n):
+        src = true if (true and (not false or rng.random() < 0.5)) else false
+        out.append(rng.choice(src))
+    return out
+
+
+@dataclass
+class Item:
+    image: Any  # PIL image or None
+    messages: list[dict[str, Any]]
+    targets: list[float | None]  # per assistant turn: P(Yes) target, or None for text
+    scene: Scene | None
+    statements: list[Statement]
+
+
+def _user(parts: list[Any]) -> dict[str, Any]:
+    content = [{"type": "image"} if p is None else {"type": "text", "text": p} for p in parts]
+    return {"role": "user", "content": content}
+
+
+def _assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
+              p_cascade: float) -> Item:
+    pool = stage_statements(stage)
+    instructions = prompts.render("visibility_instructions")
+    scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage))
+    roll = rng.random()
+    if roll < p_no_image:
+        sts = [rng.choice(pool) for _ in range(turns)]
+        msgs: list[dict[str, Any]] = []
+        tg: list[float | None] = []
+        for i, st in enumerate(sts):
+            q = prompts.render("visibility_question", statement=st.text)
+            msgs.append(_user([instructions, q] if i == 0 else [q]))
+            t = target(None, st)
+            msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
+            tg.append(t)
+        return Item(None, msgs, tg, None, sts)
+    if roll < p_no_image + p_cascade and stage >= N_STAGES - 1:
+        st = pick_statements(rng, scene, pool, 1)[0]
+        yes = world.truth(scene, st)
+        msgs = [
+            _user([instructions, None, prompts.render("reason", statement=st.text)]),
+            _assistant(REASON_YES if yes else REASON_NO),
+            _user([prompts.render("summarise")]),
+            _assistant(summary_json(yes)),
+        ]
+        return Item(scene.image, msgs, [None, None], scene, [st])
+    sts = pick_statements(rng, scene, pool, turns)
+    msgs = []
+    tg = []
+    for i, st in enumerate(sts):
+        q = prompts.render("visibility_question", statement=st.text)
+        msgs.append(_user([instructions, None, q] if i == 0 else [q]))
+        t = target(scene, st)
+        msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
+        tg.append(t)
+    return Item(scene.image, msgs, tg, scene, sts)
+
+
+# ---- batching --------------------------------------------------------------------------
+
+
+class Encoder:
+    """Turns items into model inputs plus per-position targets, via the processor."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        tok = processor.tokenizer
+        self.yes = tok.convert_tokens_to_ids(tok.tokenize("Yes")[0])
+        self.no = tok.convert_tokens_to_ids(tok.tokenize("No")[0])
+        self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
+        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        self.header = tok.encode("assistant\n", add_special_tokens=False)
+
+    def encode(self, items: list[Item]) -> dict[str, Any]:
+        import torch
+
+        texts = [
+            self.processor.apply_chat_template(it.messages, tokenize=False,
+                                               add_generation_prompt=False)
+            for it in items
+        ]
+        images = [it.image for it in items if it.image is not None]
+        enc = self.processor(text=texts, images=images or None, padding=True,
+                             return_tensors="pt")
+        ids = enc["input_ids"]
+        # (row, position of the token predicted, kind): soft Yes/No or hard token
+        soft_rows: list[int] = []
+        soft_pos: list[int] = []
+        soft_t: list[float] = []
+        hard = torch.full_like(ids, -100)
+        for r, it in enumerate(items):
+            row = ids[r].tolist()
+            spans = self._assistant_spans(row)
+            if len(spans) != len(it.targets):
+                raise RuntimeError("toy training: assistant turns and targets disagree")
+            for (start, end), t in zip(spans, it.targets, strict=True):
+                if t is None:
+                    hard[r, start:end + 1] = ids[r, start:end + 1]
+                else:
+                    soft_rows.append(r)
+                    soft_pos.append(start)
+                    soft_t.append(t)
+                    hard[r, start + 1:end + 1] = ids[r, start + 1:end + 1]  # the im_end
+        return {
+            "inputs": dict(enc),
+            "hard": hard,
+            "soft_rows": torch.tensor(soft_rows, dtype=torch.long),
+            "soft_pos": torch.tensor(soft_pos, dtype=torch.long),
+            "soft_t": torch.tensor(soft_t, dtype=torch.float32),
+        }
+
+    def _assistant_spans(self, row: list[int]) -> list[tuple[int, int]]:
+        """(first answer token, its im_end) for each assistant turn in `row`."""
+        spans = []
+        h = len(self.header)
+        for i, tok in enumerate(row):
+            if tok == self.im_start and row[i + 1:i + 1 + h] == self.header:
+                start = i + 1 + h
+                end = row.index(self.im_end, start)
+                spans.append((start, end))
+        return spans
+
+
+def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
+               aux_head: Any = None, aux_targets: Any = None,
+               aux_weight: float = 0.0) -> tuple[Any, dict[str, float]]:
+    import torch
+    import torch.nn.functional as F
+
+    captured: list[Any] = []
+    hook = None
+    if aux_head is not None and aux_targets is not None:
+        # Reuse the forward pass's image features for the auxiliary head.
+        hook = model.model.visual.register_forward_hook(
+            lambda _m, _i, o: captured.append(o.pooler_output)
+        )
+    try:
+        out = model(**batch["inputs"], output_hidden_states=False)
+    finally:
+        if hook is not None:
+            hook.remove()
+    logits = out.logits  # (B, T, V); logits[:, p-1] predict token p
+    hard = batch["hard"]
+    lp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    tgt = hard[:, 1:]
+    mask = tgt != -100
+    loss = torch.zeros(())
+    stats: dict[str, float] = {}
+    if mask.any():
+        hard_loss = -lp[mask].gather(1, tgt[mask].unsqueeze(1)).mean()
+        loss = loss + hard_loss
+    rows, pos, t = batch["soft_rows"], batch["soft_pos"], batch["soft_t"]
+    if len(rows):
+        sel = lp[rows, pos - 1]  # predicting the answer token
+        ly, ln = sel[:, enc.yes], sel[:, enc.no]
+        soft_loss = -(t * ly + (1 - t) * ln).mean()
+        loss = loss + soft_loss
+        m = torch.sigmoid(ly - ln).detach()
+        stats["acc"] = float(((m > 0.5) == (t > 0.5)).float().mean())
+    if captured:
+        grid = batch["inputs"]["image_grid_thw"]
+        sizes = (grid.prod(-1) // 4).tolist()
+        aux = aux_head(torch.split(captured[0], sizes))
+        aux_loss = F.binary_cross_entropy_with_logits(aux, aux_targets)
+        loss = loss + aux_weight * aux_loss
+    return loss, stats
+
+
+class AuxHead:
+    """Max-pooled multi-label head over image tokens (phase A; not saved)."""
+
+    def __init__(self, hidden: int, n_labels: int) -> None:
+        import torch
+
+        self.proj = torch.nn.Sequential(
+            torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, n_labels)
+        )
+
+    def parameters(self) -> Any:
+        return self.proj.parameters()
+
+    def __call__(self, feats: Any) -> Any:
+        import torch
+
+        return torch.stack([self.proj(f).max(dim=0).values for f in feats])
+
+
+def _optimizer(groups: list[tuple[list[Any], float]], steps: int, warmup: int) -> Any:
+    import torch
+
+    params = []
+    for ps, lr in groups:
+        decay = [p for p in ps if p.ndim >= 2]
+        no_decay = [p for p in ps if p.ndim < 2]
+        params += [
+            {"params": decay, "lr": lr, "weight_decay": 0.01},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
+    opt = torch.optim.AdamW(params, betas=(0.9, 0.98))
+    base = [g["lr"] for g in opt.param_groups]
+
+    def schedule(step: int) -> None:
+        if step < warmup:
+            f = (step + 1) / warmup
+        else:
+            f = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+            f = max(f, 0.05)
+        for g, b in zip(opt.param_groups, base, strict=True):
+            g["lr"] = b * f
+
+    return opt, schedule
+
+
+def probe(model: Any, processor: Any, n_scenes: int = 12) -> dict[str, float]:
+    """Quick held-out accuracy per statement kind (for training logs only)."""
+    import torch
+
+    from judge.toy.check import held_out_queries
+
+    tok = processor.tokenizer
+    yes, no = tok.convert_tokens_to_ids("Yes"), tok.convert_tokens_to_ids("No")
+    qs = held_out_queries(n_scenes, per_scene=4)
+    right: dict[str, list[bool]] = {}
+    instructions = prompts.render("visibility_instructions")
+    for i in range(0, len(qs), 16):
+        chunk = qs[i:i + 16]
+        texts = [processor.apply_chat_template(
+            [_user([instructions, None, prompts.render("visibility_question", statement=st.text)])],
+            tokenize=False, add_generation_prompt=True) for _, st in chunk]
+        enc = processor(text=texts, images=[sc.image for sc, _ in chunk], padding=True,
+                        return_tensors="pt")  # the tokenizer pads on the left
+        with torch.no_grad():
+            last = model(**enc).logits[:, -1]
+        for (sc, st), y, n in zip(chunk, last[:, yes], last[:, no], strict=True):
+            right.setdefault(st.kind, []).append(bool(y > n) == world.truth(sc, st))
+    return {k: round(sum(v) / len(v), 3) for k, v in right.items()}
+
+
+def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build, train and save the toy VLM to `out_dir`; returns a training report."""
+    import torch
+
+    from judge.toy.arch import new_vlm, save_vlm
+
+    recipe = recipe or VLMRecipe()
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+    model, processor = new_vlm(recipe.seed, **recipe.config)
+    enc = Encoder(processor)
+    hidden = model.config.text_config.hidden_size
+    n_labels = len(world.all_statements())
+    aux = AuxHead(hidden, n_labels)
+    report: dict[str, Any] = {"recipe": asdict(recipe)}
+    t0 = time.time()
+
+    # Phase A: vision tower + merger, multi-label presence head.
+    visual = model.model.visual
+    opt, sched = _optimizer([(list(visual.parameters()) + list(aux.parameters()),
+                              recipe.phase_a_lr)], recipe.phase_a_steps, recipe.warmup)
+    model.train()
+    ip = processor.image_processor
+    run = 0.5
+    for step in range(recipe.phase_a_steps):
+        scenes = [world.make_scene(rng.randrange(2**31)) for _ in range(recipe.phase_a_batch)]
+        pix = ip(images=[s.image for s in scenes], return_tensors="pt")
+        feats = model.model.get_image_features(pix["pixel_values"], pix["image_grid_thw"])
+        logits = aux(feats.pooler_output)
+        y = torch.tensor([aux_labels(s) for s in scenes])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        sched(step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(visual.parameters(), 1.0)
+        opt.step()
+        acc = float(((logits > 0) == (y > 0.5)).float().mean())
+        run = 0.9 * run + 0.1 * acc
+        if step % 25 == 0 or step == recipe.phase_a_steps - 1:
+            log(f"A {step} loss {loss.item():.3f} acc {run:.3f} {time.time() - t0:.0f}s")
+    report["phase_a_seconds"] = time.time() - t0
+    report["phase_a_label_acc"] = run
+
+    # Phase B: the whole model on judge-format chats, with a curriculum.
+    t1 = time.time()
+    vis_params = list(visual.parameters())
+    vis_ids = {id(p) for p in vis_params}
+    lm_params = [p for p in model.parameters() if id(p) not in vis_ids]
+    opt, sched = _optimizer(
+        [(lm_params, recipe.phase_b_lr),
+         (vis_params + list(aux.parameters()), recipe.phase_b_lr * recipe.vision_lr_scale)],
+        recipe.phase_b_steps, recipe.warmup,
+    )
+    stage, run = 0, 0.5
+    stages: list[int] = []
+    for step in range(recipe.phase_b_steps):
+        items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade)
+                 for _ in range(recipe.phase_b_batch)]
+        batch = enc.encode(items)
+        with_image = [it for it in items if it.scene is not None]
+        aux_t = torch.tensor([aux_labels(it.scene) for it in with_image if it.scene]) \
+            if with_image else None
+        loss, stats = batch_loss(model, enc, batch, aux if with_image else None, aux_t,
+                                 recipe.aux_weight)
+        sched(step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        run = 0.9 * run + 0.1 * stats.get("acc", run)
+        if stage < N_STAGES - 1 and run >= recipe.advance_at:
+            stage += 1
+            stages.append(step)
+            run = 0.5
+            log(f"B stage {stage} at step {step}")
+        if step % 20 == 0 or step == recipe.phase_b_steps - 1:
+            log(f"B {step} st{stage} loss {loss.item():.3f} acc {run:.3f} "
+                f"{time.time() - t0:.0f}s")
+        if recipe.probe_every and (step + 1) % recipe.probe_every == 0:
+            model.eval()
+            log(f"PROBE {step + 1} {probe(model, processor)} {time.time() - t0:.0f}s")
+            model.train()
+    report["phase_b_seconds"] = time.time() - t1
+    report["stage_steps"] = stages
+    report["final_stage"] = stage
+    model.eval()
+    save_vlm(model, processor, out_dir)
+    report["params"] = sum(p.numel() for p in model.parameters())
+    return report
