@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from judge import __version__
 from judge.commands.app import app
@@ -53,8 +54,8 @@ def _route(argv: list[str]) -> list[str]:
     if not argv:
         return argv
     first = argv[0]
-    names = {c.name for c in app.registered_commands if c.name}
-    names |= {g.name for g in app.registered_groups if g.name}
+    group = typer.main.get_command(app)
+    names = set(getattr(group, "commands", {}))
     if first in names or first.startswith("-"):
         return argv
     return ["run", *argv]
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # With standalone_mode off, click returns a command's typer.Exit code.
         result = app(args=args, prog_name="judge", standalone_mode=False)
     except JudgeError as error:
-        _err.print(f"[bold red]error:[/] {error}", markup=True, emoji=False)
+        _err.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, emoji=False)
         sys.exit(error.exit_code)
     except typer.Exit as done:
         sys.exit(done.exit_code)
