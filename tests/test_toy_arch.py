@@ -1,0 +1,47 @@
+"""The untrained tiny VLM: loads through the ordinary transformers paths, right tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from judge import prompts
+from judge.toy import world
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from judge.toy.arch import build_vlm
+
+    return build_vlm(tmp_path_factory.mktemp("vlm"), seed=0)
+
+
+def test_loads_and_answers_with_single_label_tokens(untrained: Path) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(untrained).eval()
+    processor = AutoProcessor.from_pretrained(untrained)
+    for label in ("Yes", "No", " Yes", " No", "yes", "no"):
+        assert len(processor.tokenizer.encode(label, add_special_tokens=False)) == 1
+    msgs = [{"role": "user", "content": [
+        {"type": "text", "text": prompts.render("visibility_instructions")},
+        {"type": "image"},
+        {"type": "text", "text": prompts.render("visibility_question", statement="a red shape")},
+    ]}]
+    text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert "<|vision_start|><|image_pad|><|vision_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    enc = processor(text=[text], images=[world.make_scene(0).image], return_tensors="pt")
+    assert enc["image_grid_thw"].tolist() == [[1, 16, 16]]  # 64 image tokens
+    assert enc["input_ids"].shape[1] < 512  # far below vLLM's 2048
+    with torch.no_grad():
+        logits = model(**enc).logits
+    assert logits.shape[-1] >= len(processor.tokenizer)
+    # Same seed, same weights.
+    from judge.toy.arch import new_vlm
+
+    again, _ = new_vlm(0)
+    a = dict(model.named_parameters())
+    assert all(torch.equal(a[k], v) for k, v in again.named_parameters())

