@@ -444,7 +444,10 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         run = 0.9 * run + 0.1 * stats.get("acc", run)
-        if stage < N_STAGES - 1 and run >= recipe.advance_at:
+        # Advance on running accuracy, or at the latest on a step deadline, so the last
+        # stage (all statement kinds, the cascade) always gets the final 40% of the steps.
+        deadline = (stage + 1) * 0.6 * recipe.phase_b_steps / (N_STAGES - 1)
+        if stage < N_STAGES - 1 and (run >= recipe.advance_at or step >= deadline):
             stage += 1
             stages.append(step)
             run = 0.5
