@@ -82,6 +82,7 @@ class BenchConfig:
     compile_max_tokens: int | None = None  # cap generation lengths in the compile section
     gpu_model: str | None = None
     gpu_images: int = 200
+    options: Any = None  # JudgeOptions for both judges; None: the defaults
     sections: tuple[str, ...] = SECTIONS
 
 
@@ -369,6 +370,7 @@ class Bench:
             backend=backend,
             relevance=self.config.relevance,
             locator=self.config.locator,
+            options=self.config.options,
             store=store,
         )
 
@@ -608,6 +610,8 @@ class Bench:
         res.add("compile", f"{cfg.compile_rules} rules batched (16 at once)", f"{conc:.1f} s "
                 f"({report['concurrent_calls']} calls)")
         res.add("compile", "speed-up (sequential / batched)", f"{speedup:.1f}x", speedup)
+        if cfg.compile_max_tokens is not None:
+            res.notes.append(f"compile: answers capped at {cfg.compile_max_tokens} tokens")
         if report.get("concurrent_fallbacks") or report.get("sequential_fallbacks"):
             res.notes.append(
                 f"compile: {report['sequential_fallbacks']} / {report['concurrent_fallbacks']} "
@@ -650,6 +654,7 @@ class Bench:
             backend=backend,
             relevance=cfg.relevance,
             locator=cfg.locator,
+            options=cfg.options,
             store=Store(Path(self._tmp.name) / "gpu.sqlite3"),
         )
         try:
