@@ -435,6 +435,16 @@ def test_boxes_are_in_the_coordinates_the_model_sees(
     assert crop[..., 0].mean() > 200 and crop[..., 1].mean() < 60
 
 
+def test_extreme_sizes_score_and_locate(tiny_dirs: dict[str, Path]) -> None:
+    scorer = ClipRelevance(tiny_dirs["clip"])
+    locator = Owlv2Locator(tiny_dirs["owlv2"])
+    for size in ((1, 1), (10_000, 10), (10, 3_000)):
+        image = _scene(size, (0, 0, 1, 1))
+        assert len(scorer.score(image, ["a red square"])) == 1
+        box = locator.locate(image, ["square"])["square"]
+        assert box is None or (box.x1 <= size[0] and box.y1 <= size[1])
+
+
 # ---- masking and crops -------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from judge.engine.verdict import Box
 from judge.errors import InputError
 from judge.vision._hf import load_pretrained, pick_device, require_hf
+from judge.vision.masking import shrink
 
 DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
 DEFAULT_QUERY = "a photo of a {}"
@@ -87,7 +88,8 @@ class Owlv2Locator:
     def _forward(self, image: Image.Image, queries: list[str]) -> tuple[Any, Any]:
         import torch
 
-        rgb = _shrink(image.convert("RGB"), 2 * self._input_side)
+        # Shrinking first keeps the aspect ratio, so the normalised boxes are unchanged.
+        rgb = shrink(image.convert("RGB"), 2 * self._input_side)
         texts = [self.query_template.replace("{}", w) for w in queries]
         # Queries are padded to, and cut at, the text tower's length (16 for OWLv2).
         inputs = self._processor(
@@ -102,17 +104,6 @@ class Owlv2Locator:
         with torch.inference_mode():
             outputs = self._model(**inputs)
         return outputs.logits[0].float().cpu(), outputs.pred_boxes[0].float().cpu()
-
-
-def _shrink(image: Image.Image, longest: int) -> Image.Image:
-    # The processor resizes to its input side anyway (with an anti-aliasing blur whose cost
-    # grows with the input): shrinking a huge image first, keeping its aspect ratio, leaves
-    # the normalised boxes unchanged and makes the pass cheap.
-    if max(image.size) <= longest:
-        return image
-    scale = longest / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def to_pixel_boxes(pred_boxes: Any, size: tuple[int, int]) -> Any:

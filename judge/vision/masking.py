@@ -92,6 +92,17 @@ def _span(centre: float, half: float, limit: int) -> tuple[int, int]:
     return start, start + size
 
 
+def shrink(image: Image.Image, longest: int) -> Image.Image:
+    """`image` scaled down, keeping its aspect ratio, so its longer side is at most
+    `longest`; the same object when it already is. Encoders resize to a few hundred pixels
+    anyway, so this only saves the cost of padding and blurring a huge image first."""
+    if max(image.size) <= longest:
+        return image
+    scale = longest / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)
+
+
 def box_area_share(box: Box, image: Image.Image | tuple[int, int]) -> float:
     """The share of the image's area that `box` covers, after clipping to the image."""
     w, h = image.size if isinstance(image, Image.Image) else image

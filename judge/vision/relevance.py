@@ -24,6 +24,7 @@ from judge import prompts
 from judge.errors import InputError
 from judge.models.base import Backend, YesNoQuery
 from judge.vision._hf import first_tensor, load_pretrained, pick_device, require_hf
+from judge.vision.masking import mean_colour, shrink
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +34,8 @@ DEFAULT_SIGLIP = "google/siglip-base-patch16-224"
 
 EncoderKind = Literal["clip", "siglip"]
 _TEXT_CACHE_SIZE = 4096
+# Images are shrunk to this side before padding: CLIP/SigLIP see 224-384 px anyway.
+_LONGEST = 1024
 
 
 class ClipRelevance:
@@ -138,11 +141,9 @@ class ClipRelevance:
         # CLIP's processor centre-crops to a square, which would drop the sides of a wide
         # image (and whatever unsafe content is there). Pad to a square with the image's
         # mean colour instead, so the whole image is scored.
-        if not getattr(self._images, "do_center_crop", False) or image.width == image.height:
-            return image.convert("RGB")
-        from judge.vision.masking import mean_colour
-
-        rgb = image.convert("RGB")
+        rgb = shrink(image.convert("RGB"), _LONGEST)
+        if not getattr(self._images, "do_center_crop", False) or rgb.width == rgb.height:
+            return rgb
         side = max(rgb.size)
         canvas = Image.new("RGB", (side, side), mean_colour(rgb))
         canvas.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
