@@ -28,7 +28,10 @@ _COLOURS = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 255, 0)}
 
 def dominant(image: Image.Image) -> str:
     r, g, b = image.convert("RGB").resize((1, 1)).getpixel((0, 0))  # type: ignore[misc]
-    return min(_COLOURS, key=lambda c: sum((x - y) ** 2 for x, y in zip(_COLOURS[c], (r, g, b), strict=True)))
+    return min(
+        _COLOURS,
+        key=lambda c: sum((x - y) ** 2 for x, y in zip(_COLOURS[c], (r, g, b), strict=True)),
+    )
 
 
 def visible_m(statement: str, image: Image.Image) -> float:

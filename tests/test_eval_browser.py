@@ -16,9 +16,16 @@ from tests.test_eval_command import FAKE, cli, make_policy, make_set
 pytestmark = pytest.mark.browser
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--enable-logging=stderr", "--v=0", "--window-size=1200,1600",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--window-size=1200,1600",
 ]
 
 
@@ -34,13 +41,22 @@ def render(page: Path, tmp: Path) -> tuple[Image.Image, list[str]]:
     shot = tmp / f"{page.stem}.png"
     profile = tmp / f"profile-{page.stem}"
     done = subprocess.run(
-        [chromium(), *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
-         page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            chromium(),
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={shot}",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert shot.exists(), done.stderr[-2000:]
     problems = [
-        line for line in done.stderr.splitlines()
+        line
+        for line in done.stderr.splitlines()
         if ":CONSOLE" in line or "Uncaught" in line or "Refused to" in line
     ]
     return Image.open(shot).convert("RGB"), problems
@@ -49,8 +65,22 @@ def render(page: Path, tmp: Path) -> tuple[Image.Image, list[str]]:
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     policy, data = make_policy(tmp_path), make_set(tmp_path)
     out = tmp_path / "out"
-    assert cli("eval", str(data), "-c", str(policy), "-o", str(out), "--baselines", "prior",
-               "--bootstrap", "50", *FAKE) == 0
+    assert (
+        cli(
+            "eval",
+            str(data),
+            "-c",
+            str(policy),
+            "-o",
+            str(out),
+            "--baselines",
+            "prior",
+            "--bootstrap",
+            "50",
+            *FAKE,
+        )
+        == 0
+    )
     page = out / "report.html"
     image, problems = render(page, tmp_path)
     assert problems == [], problems

@@ -24,10 +24,14 @@ def test_evidence_is_d_over_the_room_above_the_prior() -> None:
     assert alternative_evidence(0.3, 0.4) == pytest.approx(0.5)
     assert alternative_evidence(None, 0.4) is None
     assert alternative_evidence(0.0, 1.0) == -math.inf
-    rule = RuleVerdict(rule_id="r", outcome="not_violated", preconditions=[
-        PreconditionEvidence(index=0, outcome="met", alternatives=[alt(0.1), alt(0.4)]),
-        PreconditionEvidence(index=1, outcome="skipped", alternatives=[alt(0.2)]),
-    ])
+    rule = RuleVerdict(
+        rule_id="r",
+        outcome="not_violated",
+        preconditions=[
+            PreconditionEvidence(index=0, outcome="met", alternatives=[alt(0.1), alt(0.4)]),
+            PreconditionEvidence(index=1, outcome="skipped", alternatives=[alt(0.2)]),
+        ],
+    )
     # AND of ORs: min(max(0.2, 0.8), 0.4)
     assert rule_evidence(rule) == pytest.approx(0.4)
     assert rule_evidence(RuleVerdict(rule_id="r", outcome="irrelevant")) is None
@@ -40,8 +44,12 @@ def test_threshold_by_f1_and_by_false_positive_rate() -> None:
     # Cuts: 0.6 gives TP 2 FP 1 FN 1 (F1 2/3); 0.25 gives TP 3 FP 2 (F1 .75): best.
     assert choose_threshold(positives, negatives, objective="f1") == pytest.approx(0.25)
     # FPR <= 0.25 of 4 negatives means at most 1 false positive: lowest such cut is 0.6.
-    assert choose_threshold(positives, negatives, objective="fpr", target_fpr=0.25) == pytest.approx(0.6)
-    assert choose_threshold(positives, negatives, objective="fpr", target_fpr=0.0) == pytest.approx(0.85)
+    assert choose_threshold(
+        positives, negatives, objective="fpr", target_fpr=0.25
+    ) == pytest.approx(0.6)
+    assert choose_threshold(positives, negatives, objective="fpr", target_fpr=0.0) == pytest.approx(
+        0.85
+    )
 
 
 def test_relevance_threshold_keeps_the_asked_share() -> None:

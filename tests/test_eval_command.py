@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from judge.constitution import Constitution
@@ -86,14 +85,34 @@ def cli(*args: str) -> int:
 def test_eval_writes_all_reports_with_baselines_and_ablations(tmp_path: Path) -> None:
     policy, data = make_policy(tmp_path), make_set(tmp_path)
     out = tmp_path / "out"
-    code = cli("eval", str(data), "--constitution", str(policy), "--out", str(out),
-               "--baselines", "all", "--ablations", "no-debias,no-cascade,no-preconditions",
-               "--bootstrap", "50", *FAKE)
+    code = cli(
+        "eval",
+        str(data),
+        "--constitution",
+        str(policy),
+        "--out",
+        str(out),
+        "--baselines",
+        "all",
+        "--ablations",
+        "no-debias,no-cascade,no-preconditions",
+        "--bootstrap",
+        "50",
+        *FAKE,
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     rows = {m["method"]: m for m in report["methods"]}
-    assert list(rows) == ["full", "no-debias", "no-cascade", "no-preconditions", "prior",
-                          "prior-cot", "constitution", "constitution-cot"]
+    assert list(rows) == [
+        "full",
+        "no-debias",
+        "no-cascade",
+        "no-preconditions",
+        "prior",
+        "prior-cot",
+        "constitution",
+        "constitution-cot",
+    ]
     full = rows["full"]["image"]
     assert (full["tp"], full["fp"], full["tn"], full["fn"]) == (4, 0, 2, 0)
     assert rows["full"]["per_rule"]["red-things"]["tp"] == 2
@@ -124,7 +143,9 @@ def test_html_report_escapes_rationales_and_file_names(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert cli("eval", str(data), "-c", str(policy), "-o", str(out), "--bootstrap", "0", *FAKE) == 0
     page = (out / "report.html").read_text()
-    assert "<script" not in page.lower() and "onerror=alert" not in page.replace("onerror=alert(2)&gt;", "")
+    assert "<script" not in page.lower() and "onerror=alert" not in page.replace(
+        "onerror=alert(2)&gt;", ""
+    )
     assert "&lt;script&gt;alert(&#x27;rationale&#x27;)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(2)&gt;.png" in page
     assert "Content-Security-Policy" in page and "data:image/png;base64," in page
@@ -151,19 +172,42 @@ def _run_eval(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         "r('fake-colour', 'tests._eval_fake:ColourBackend');"
         "from judge.cli import main; main()"
     )
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_resume_after_sigkill_loses_nothing_and_judges_nothing_twice(tmp_path: Path) -> None:
     n = 12
     policy, data = make_policy(tmp_path), make_set(tmp_path, n)
     out, calls = tmp_path / "out", tmp_path / "calls.log"
-    env = {**os.environ, "JUDGE_FAKE_CALL_LOG": str(calls), "JUDGE_FAKE_DELAY": "0.15",
-           "JUDGE_API_KEY": "sk-never-store-me"}
-    args = ["eval", str(data), "-c", str(policy), "-o", str(out), "--concurrency", "2",
-            "--bootstrap", "0", "--api-key", "sk-never-store-me-either",
-            "--server", "http://user:hunter2@127.0.0.1:9/v1", *FAKE]
+    env = {
+        **os.environ,
+        "JUDGE_FAKE_CALL_LOG": str(calls),
+        "JUDGE_FAKE_DELAY": "0.15",
+        "JUDGE_API_KEY": "sk-never-store-me",
+    }
+    args = [
+        "eval",
+        str(data),
+        "-c",
+        str(policy),
+        "-o",
+        str(out),
+        "--concurrency",
+        "2",
+        "--bootstrap",
+        "0",
+        "--api-key",
+        "sk-never-store-me-either",
+        "--server",
+        "http://user:hunter2@127.0.0.1:9/v1",
+        *FAKE,
+    ]
     first = _run_eval(args, env)
     store = out / "judge.sqlite3"
     deadline = time.time() + 60
@@ -177,6 +221,8 @@ def test_resume_after_sigkill_loses_nothing_and_judges_nothing_twice(tmp_path: P
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
+    with sqlite3.connect(store) as db:  # the kill left a sound database
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     done_first = {e for e, _ in _results(store)}
     assert 3 <= len(done_first) < n, "the kill should land half-way"
     calls_first = len(calls.read_text().splitlines())
@@ -214,12 +260,29 @@ def test_resume_after_sigkill_loses_nothing_and_judges_nothing_twice(tmp_path: P
 def test_limit_and_split_and_bad_input(tmp_path: Path) -> None:
     policy, data = make_policy(tmp_path), make_set(tmp_path, 6, splits=True)
     out = tmp_path / "out"
-    assert cli("eval", str(data), "-c", str(policy), "-o", str(out), "--split", "test",
-               "--limit", "2", "--bootstrap", "0", *FAKE) == 0
+    assert (
+        cli(
+            "eval",
+            str(data),
+            "-c",
+            str(policy),
+            "-o",
+            str(out),
+            "--split",
+            "test",
+            "--limit",
+            "2",
+            "--bootstrap",
+            "0",
+            *FAKE,
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["images"] == 2 and report["dataset"]["split"] == "test"
-    assert cli("eval", str(data), "-c", str(policy), "-o", str(out), "--baselines", "nope",
-               *FAKE) == 2
+    assert (
+        cli("eval", str(data), "-c", str(policy), "-o", str(out), "--baselines", "nope", *FAKE) == 2
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image": "imgs/000-red.png", "label": "unsafe", "rules": ["typo"]}\n')
     assert cli("eval", str(bad), "-c", str(policy), "-o", str(out), *FAKE) == 2
@@ -229,9 +292,21 @@ def test_calibrate_writes_the_lock_and_reports_before_after(tmp_path: Path) -> N
     policy, data = make_policy(tmp_path), make_set(tmp_path, 12, splits=True)
     lock_before = Constitution.load(policy).lock
     assert lock_before.calibration is None
-    code = cli("calibrate", str(data), "-c", str(policy), "--store", str(tmp_path / "s.db"),
-               "--backend", "fake-colour", "--locator", "off", "--relevance", "off",
-               "--no-progress")
+    code = cli(
+        "calibrate",
+        str(data),
+        "-c",
+        str(policy),
+        "--store",
+        str(tmp_path / "s.db"),
+        "--backend",
+        "fake-colour",
+        "--locator",
+        "off",
+        "--relevance",
+        "off",
+        "--no-progress",
+    )
     assert code == 0
     lock = Constitution.load(policy).lock  # still fresh: calibration does not stale it
     assert lock.calibration is not None

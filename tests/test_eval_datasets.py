@@ -44,7 +44,12 @@ def test_jsonl_manifest(tmp_path: Path) -> None:
     data = load_dataset(write_manifest(tmp_path, ROWS))
     assert data.format == "jsonl" and len(data) == 3
     red, blue, green = data.examples
-    assert (red.id, red.label, red.rules, red.split) == ("imgs/red.png", "unsafe", ("red-things",), "test")
+    assert (red.id, red.label, red.rules, red.split) == (
+        "imgs/red.png",
+        "unsafe",
+        ("red-things",),
+        "test",
+    )
     assert red.image_bytes() == RED and red.where == "set.jsonl:1"
     assert blue.metadata == {"source": "lab"} and blue.rules == ()
     assert green.id == "g" and green.rules == ("green-things",)
@@ -69,8 +74,12 @@ def test_hash_follows_content_not_order_or_place(tmp_path: Path) -> None:
 
 def test_folder_layout_with_and_without_splits(tmp_path: Path) -> None:
     flat = tmp_path / "flat"
-    for rel, data in (("safe/a.png", BLUE), ("unsafe/red-things/b.png", RED),
-                      ("unsafe/red-things/deep/c.jpg", RED), ("safe/notes.txt", b"x")):
+    for rel, data in (
+        ("safe/a.png", BLUE),
+        ("unsafe/red-things/b.png", RED),
+        ("unsafe/red-things/deep/c.jpg", RED),
+        ("safe/notes.txt", b"x"),
+    ):
         (flat / rel).parent.mkdir(parents=True, exist_ok=True)
         (flat / rel).write_bytes(data)
     data = load_dataset(flat)
@@ -84,7 +93,10 @@ def test_folder_layout_with_and_without_splits(tmp_path: Path) -> None:
     for rel in ("train/safe/a.png", "test/unsafe/r/b.png"):
         (split / rel).parent.mkdir(parents=True, exist_ok=True)
         (split / rel).write_bytes(RED)
-    assert {(e.split, e.label) for e in load_dataset(split)} == {("train", "safe"), ("test", "unsafe")}
+    assert {(e.split, e.label) for e in load_dataset(split)} == {
+        ("train", "safe"),
+        ("test", "unsafe"),
+    }
     (flat / "unsafe" / "loose.png").write_bytes(RED)
     with pytest.raises(DatasetError, match=r"unsafe/<rule_id>/"):
         load_dataset(flat)
@@ -115,13 +127,19 @@ def test_parquet_with_embedded_bytes_and_mapping(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     # UnsafeBench's layout: an HF Image struct, "Safe"/"Unsafe", a category per image.
-    table = pa.table({
-        "image": [{"bytes": RED, "path": "a.png"}, {"bytes": BLUE, "path": "b.png"},
-                  {"bytes": GREEN, "path": "c.png"}, {"bytes": GREEN, "path": "d.png"}],
-        "safety_label": ["Unsafe", "Safe", "Unsafe", "Unsafe"],
-        "category": ["Violence", "Violence", "Spam", "Hate"],
-        "source": ["Laion5B", "Lexica", "Lexica", "Laion5B"],
-    })
+    table = pa.table(
+        {
+            "image": [
+                {"bytes": RED, "path": "a.png"},
+                {"bytes": BLUE, "path": "b.png"},
+                {"bytes": GREEN, "path": "c.png"},
+                {"bytes": GREEN, "path": "d.png"},
+            ],
+            "safety_label": ["Unsafe", "Safe", "Unsafe", "Unsafe"],
+            "category": ["Violence", "Violence", "Spam", "Hate"],
+            "source": ["Laion5B", "Lexica", "Lexica", "Laion5B"],
+        }
+    )
     path = tmp_path / "unsafebench.parquet"
     pq.write_table(table, path)
     plain = load_dataset(path)
@@ -133,7 +151,9 @@ def test_parquet_with_embedded_bytes_and_mapping(tmp_path: Path) -> None:
 
     mapping = tmp_path / "map.yaml"
     mapping.write_text("categories:\n  Violence: [gore, weapons]\n  Spam: null\n")
-    with pytest.raises(DatasetError, match=r"row 3: category 'Hate' is not in the mapping file map\.yaml"):
+    with pytest.raises(
+        DatasetError, match=r"row 3: category 'Hate' is not in the mapping file map\.yaml"
+    ):
         load_dataset(path, mapping=mapping)
     mapping.write_text("categories:\n  Violence: [gore, weapons]\n  Spam: null\nunmapped: drop\n")
     mapped = load_dataset(path, mapping=mapping)
@@ -158,7 +178,9 @@ def test_paths_may_not_leave_the_manifest_folder(tmp_path: Path) -> None:
     root = tmp_path / "set"
     for image in ("../secret.png", str(secret)):
         path = write_manifest(root, [{"image": image, "label": "safe"}])
-        with pytest.raises(DatasetError, match=r"set\.jsonl:1: image path .* leaves the manifest's folder"):
+        with pytest.raises(
+            DatasetError, match=r"set\.jsonl:1: image path .* leaves the manifest's folder"
+        ):
             load_dataset(path)
         assert load_dataset(path, allow_outside=True).examples[0].image_bytes() == RED
     os.symlink(secret, root / "imgs" / "link.png")
@@ -179,9 +201,15 @@ def test_paths_may_not_leave_the_manifest_folder(tmp_path: Path) -> None:
         ('["a"]', r"set\.jsonl:2: each line must be a JSON object"),
         ('{"label": "safe"}', r"set\.jsonl:2: missing `image`"),
         ('{"image": "imgs/blue.png"}', r"set\.jsonl:2: missing `label`"),
-        ('{"image": "imgs/nope.png", "label": "safe"}', r"set\.jsonl:2: image 'imgs/nope.png' not found"),
+        (
+            '{"image": "imgs/nope.png", "label": "safe"}',
+            r"set\.jsonl:2: image 'imgs/nope.png' not found",
+        ),
         ('{"image": "imgs/blue.png", "label": "safe", "rules": ["x"]}', "a safe image cannot list"),
-        ('{"image": "imgs/red.png", "label": "safe"}', r"set\.jsonl:2: image id 'imgs/red.png' appears twice \(first at set\.jsonl:1\)"),
+        (
+            '{"image": "imgs/red.png", "label": "safe"}',
+            r"set\.jsonl:2: image id 'imgs/red.png' appears twice \(first at set\.jsonl:1\)",
+        ),
         ('{"image": "imgs/blue.png", "label": "unsafe", "rules": 3}', "rules must be a list"),
     ],
 )
@@ -203,5 +231,5 @@ def test_other_bad_sets(tmp_path: Path) -> None:
         load_dataset(tmp_path / "empty.jsonl")
     bad = tmp_path / "map.yaml"
     bad.write_text("categories: {Violence: 3}\n")
-    with pytest.raises(DatasetError, match="map.yaml: category 'Violence' must map"):
+    with pytest.raises(DatasetError, match=r"map\.yaml: category 'Violence' must map"):
         CategoryMapping.load(bad)

@@ -136,10 +136,26 @@ def test_headline_leaves_undecided_out_and_has_intervals() -> None:
 
 def test_cost_summary_by_hand() -> None:
     records = [
-        s("a", None, "safe", calls={"yes_no": 4, "generate": 2}, tokens={"prompt": 100},
-          preconditions=4, cascaded=1, wall_s=2.0),
-        s("b", None, "safe", calls={"yes_no": 2}, tokens={"prompt": 50},
-          preconditions=2, cascaded=0, wall_s=1.0),
+        s(
+            "a",
+            None,
+            "safe",
+            calls={"yes_no": 4, "generate": 2},
+            tokens={"prompt": 100},
+            preconditions=4,
+            cascaded=1,
+            wall_s=2.0,
+        ),
+        s(
+            "b",
+            None,
+            "safe",
+            calls={"yes_no": 2},
+            tokens={"prompt": 50},
+            preconditions=2,
+            cascaded=0,
+            wall_s=1.0,
+        ),
     ]
     cost = cost_summary(records, wall_s=1.5)
     assert cost["calls_per_image"] == {"generate": 1.0, "yes_no": 3.0}
@@ -153,7 +169,14 @@ def _alt(outcome: str, stage: str, d: float | None, prior: float = 0.5) -> Alter
     a1, a2 = -0.3 * prior, 0.8 * (1 - prior)
     m = None if d is None else prior + d
     return AlternativeEvidence(
-        statement="x", outcome=outcome, stage=stage, m=m, prior=prior, d=d, a1=a1, a2=a2  # type: ignore[arg-type]
+        statement="x",
+        outcome=outcome,
+        stage=stage,
+        m=m,
+        prior=prior,
+        d=d,
+        a1=a1,
+        a2=a2,  # type: ignore[arg-type]
     )
 
 
@@ -179,7 +202,9 @@ def test_verdict_score_follows_the_decisions() -> None:
     prior_not = _rule("r1", "not_violated", [_alt("not_met", "prior", -0.3)])
     # a chain: first precondition met for sure, second not met: the AND takes the min
     chain = _rule(
-        "r2", "not_violated", [_alt("met", "prior", 0.45)],
+        "r2",
+        "not_violated",
+        [_alt("met", "prior", 0.45)],
         [_alt("not_met", "cascade", 0.0), _alt("skipped", "skipped", None)],
     )
     raw = (0.1 + 0.15) / (0.4 + 0.15)

@@ -43,10 +43,24 @@ def test_full_method_beats_the_entire_constitution_baseline(
     policy = toy_policy(tmp_path)
     out = tmp_path / "out"
     args = [
-        "eval", str(manifest), "--constitution", str(policy), "--out", str(out),
+        "eval",
+        str(manifest),
+        "--constitution",
+        str(policy),
+        "--out",
+        str(out),
         # "toy" with a server: the served toy VLM, and the toy CLIP and OWLv2 in process.
-        "--model", "toy", "--server", vllm_server.url,
-        "--baselines", "all", "--ablations", "all", "--bootstrap", "200", "--no-progress",
+        "--model",
+        "toy",
+        "--server",
+        vllm_server.url,
+        "--baselines",
+        "all",
+        "--ablations",
+        "all",
+        "--bootstrap",
+        "200",
+        "--no-progress",
     ]
     try:
         main(args)
@@ -56,9 +70,19 @@ def test_full_method_beats_the_entire_constitution_baseline(
     table = (out / "report.md").read_text()
     print("\n" + table)  # the comparison table, for the CI log and the closing note
     rows = {m["method"]: m["image"] for m in report["methods"]}
-    assert set(rows) >= {"full", "prior", "prior-cot", "constitution", "constitution-cot",
-                         "no-objectify", "no-preconditions", "no-debias", "no-relevance",
-                         "no-center", "no-cascade"}
+    assert set(rows) >= {
+        "full",
+        "prior",
+        "prior-cot",
+        "constitution",
+        "constitution-cot",
+        "no-objectify",
+        "no-preconditions",
+        "no-debias",
+        "no-relevance",
+        "no-center",
+        "no-cascade",
+    }
     full, whole = rows["full"], rows["constitution"]
     assert full["decided"] >= N_IMAGES * 0.75, "too many undecided for the comparison to mean much"
     assert (full["f1"] or 0.0) > (whole["f1"] or 0.0), table
