@@ -59,6 +59,7 @@ FLAT_TARGET = 1.10  # late/early RSS at most this
 
 # Seeds of each section's scenes; far apart so sections never share an image.
 SECTIONS: tuple[str, ...] = ("prefill", "naive", "scaling", "memory", "compile", "gpu")
+SERVER_SECTIONS = SECTIONS[:-1]  # all but "gpu" need the (vLLM) server
 
 SEEDS = {"warmup": 900_000, "main": 100_000, "scaling": 200_000, "memory": 300_000, "gpu": 400_000}
 
@@ -377,8 +378,15 @@ class Bench:
     # -- the whole run
 
     async def run(self) -> BenchResult:
-        cfg = self.config
-        wanted = set(cfg.sections)
+        wanted = set(self.config.sections)
+        if wanted & set(SERVER_SECTIONS):
+            await self._server_sections(wanted)
+        if "gpu" in wanted:
+            await self._gpu()
+        self._tmp.cleanup()
+        return self.result
+
+    async def _server_sections(self, wanted: set[str]) -> None:
         engine_backend = self._backend()
         naive_backend = self._backend()
         engine = self._judge(engine_backend, "engine")
@@ -402,10 +410,6 @@ class Bench:
             with contextlib.suppress(Exception):
                 await engine_backend.aclose()
                 await naive_backend.aclose()
-        if "gpu" in wanted:
-            await self._gpu()
-        self._tmp.cleanup()
-        return self.result
 
     async def _warm_up(self, engine: Any, naive: NaiveJudge) -> None:
         # First requests compile kernels and load the encoders: keep that out of the timings.

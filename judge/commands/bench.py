@@ -80,8 +80,12 @@ def bench(
 
     console = Console(highlight=False)
     n = images if images is not None else (6 if quick else 24)
+    from judge.bench.run import SERVER_SECTIONS
+
+    chosen = _sections(sections)
+    needs_server = bool(set(chosen) & set(SERVER_SECTIONS)) and server is None
     toy_parts: Any = None
-    if model == "toy" and (relevance is None or locator is None or server is None):
+    if model == "toy" and (relevance is None or locator is None or needs_server):
         from judge.toy import ensure_toy_models
 
         toy_parts = ensure_toy_models()
@@ -103,9 +107,11 @@ def bench(
         compile_max_tokens=32 if model == "toy" else None,
         gpu_model=gpu_model,
         gpu_images=gpu_images,
-        sections=_sections(sections),
+        sections=chosen,
     )
-    if server is not None:
+    if not set(config.sections) & set(SERVER_SECTIONS):
+        result = run_bench(config, console)  # the GPU section needs no server
+    elif server is not None:
         config.server = server
         config.model = None if model == "toy" else model
         result = run_bench(config, console)
