@@ -75,7 +75,7 @@ def summarise(
         "model": result.model,
         "image": headline(records, resamples=resamples, seed=seed),
         "confusion": confusion_matrix(records),
-        "cost": cost_summary(records, result.wall_s),
+        "cost": {**cost_summary(records, result.wall_s), **_backend_totals(result, records)},
         "scores": _score_lists(records),
         "run": result.log,
     }
@@ -83,6 +83,20 @@ def summarise(
         out["per_rule"] = {r: c.as_dict() for r, c in rule_counts(records, rule_ids).items()}
         out["rule_confusion"] = rule_confusion(records)
     return out
+
+
+def _backend_totals(result: MethodResult, records: Sequence[Scored]) -> dict[str, Any]:
+    """The back end's own counters (requests, tokens, retries), summed over the run's
+    invocations: per-image verdicts cannot carry tokens, since requests are batched."""
+    totals: dict[str, float] = {}
+    for invocation in result.log.get("invocations", []):
+        for key, value in invocation.get("stats", {}).items():
+            totals[key] = totals.get(key, 0) + value
+    n = len(records)
+    per_image = {
+        k: v / n for k, v in totals.items() if n and k.endswith("tokens")
+    }
+    return {"backend_totals": totals, "tokens_per_image": per_image}
 
 
 def _score_lists(records: Iterable[Scored]) -> dict[str, list[float]]:
@@ -411,12 +425,15 @@ def write_html(
                             f"<figcaption>{e(m['method'])} · {e(m['model'])}</figcaption></figure>")
         body.append("</p><h2>Cost</h2>")
         body.append(_table(
-            ["Method", "model", "calls / image", "cascade share", "s / image", "images / s"],
+            ["Method", "model", "calls / image", "tokens / image", "cascade share", "s / image",
+             "images / s"],
             ([m["method"], m["model"],
               ", ".join(f"{k} {v:.2f}" for k, v in m["cost"]["calls_per_image"].items()),
+              ", ".join(f"{k.removesuffix('_tokens')} {v:.0f}"
+                        for k, v in m["cost"].get("tokens_per_image", {}).items()),
               _fmt(m["cost"]["cascade_share"]), _fmt(m["cost"]["seconds_per_image"], pct=False),
               _fmt(m["cost"]["images_per_s"], pct=False)] for m in report["methods"]),
-            left=3,
+            left=4,
         ))
     items = report["gallery"]["items"]
     body.append(f"<h2>Errors: {e(report['gallery']['method'])} on "
