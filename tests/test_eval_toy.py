@@ -90,3 +90,26 @@ def test_full_method_beats_the_entire_constitution_baseline(
     # Per-rule results exist for the method, and the report pages were written.
     assert report["methods"][0]["per_rule"]
     assert (out / "report.html").stat().st_size > 1000
+
+
+def test_calibrate_on_the_toy_set(toy_models: Any, vllm_server: Any, tmp_path: Path) -> None:
+    from judge.cli import main
+
+    folder = tmp_path / "set"
+    calib = write_set(folder, 16, split="calib").read_text()
+    held = write_set(folder, 8, split="test").read_text()
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text(calib + held)
+    policy = toy_policy(tmp_path)
+    args = [
+        "calibrate", str(manifest), "--constitution", str(policy), "--split", "calib",
+        "--holdout", "test", "--model", "toy", "--server", vllm_server.url,
+        "--store", str(tmp_path / "store.sqlite3"), "--no-progress",
+    ]
+    try:
+        main(args)
+    except SystemExit as done:
+        assert not done.code, vllm_server.log_tail()
+    lock = Constitution.load(policy).lock
+    assert lock.calibration is not None and lock.calibration.rules
+    assert lock.calibration.relevance is not None  # the toy CLIP's threshold was chosen
