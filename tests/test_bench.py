@@ -303,3 +303,26 @@ def test_bench_quick_against_real_vllm(
                 "scaling_c64/c1=", "rss_late/early=", "compile_batched/seq=", "gpu=skipped"):
         assert key in last, (key, last)
     assert "n/a" not in last.split("gpu=")[0], last
+
+
+def test_prefill_ideal_counts_each_image_prefix_once() -> None:
+    """The ideal: per distinct image its prefix once plus each distinct statement's own
+    tokens; priors and repeats count as sent only."""
+    from judge.bench.probes import QueryRecord
+    from judge.bench.run import prefill_of
+
+    def rec(digest: str | None, question: str, tokens: int, cached: int) -> QueryRecord:
+        size = None if digest is None else (224, 224)
+        return QueryRecord(digest, size, question, "instr", tokens, cached, True)
+
+    records = [
+        rec("img1", "q1", 400, 0),
+        rec("img1", "q2", 410, 384),
+        rec("img1", "q2", 410, 384),  # asked twice: sent twice, ideal once
+        rec("img2", "q1", 400, 256),
+        rec(None, "q1", 330, 256),  # a prior
+    ]
+    pre = prefill_of(records, 2, lambda size: 380)  # type: ignore[arg-type]
+    assert pre.sent == 400 + 410 + 410 + 400 + 330
+    assert pre.cached == 384 + 384 + 256 + 256
+    assert pre.ideal == (380 + 20 + 30) + (380 + 20)
