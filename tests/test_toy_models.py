@@ -98,3 +98,19 @@ def test_models_reload_through_auto_classes(toy_models: Any) -> None:
     Owlv2ForObjectDetection.from_pretrained(toy_models.owlv2)
     AutoProcessor.from_pretrained(toy_models.owlv2)
     assert (toy_models.root / "toy-models.json").is_file()
+
+
+def test_cli_toy_build_writes_models_and_set(toy_models: Any, tmp_path: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    import judge.commands.toy  # noqa: F401  (registers `judge toy`)
+    from judge.commands.app import app
+
+    result = CliRunner().invoke(app, ["toy", "build", "--out", str(tmp_path), "--images", "6"])
+    assert result.exit_code == 0, result.output
+    for name in ("vlm", "clip", "owlv2"):
+        assert (tmp_path / "models" / name / "config.json").is_file()
+    rows = [json.loads(x) for x in (tmp_path / "set" / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all((tmp_path / "set" / r["image"]).is_file() for r in rows)
