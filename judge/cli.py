@@ -49,14 +49,14 @@ def _root(
 
 
 def _route(argv: list[str]) -> list[str]:
-    """`judge IMAGE... --constitution P` runs the hidden `run` command; a first word that
-    names a subcommand (or is an option such as --help) is left alone."""
+    """`judge IMAGE... --constitution P` (options in any order) runs the `run` command;
+    a first word that names a subcommand, or --help / --version, is left alone."""
     if not argv:
         return argv
     first = argv[0]
     group = typer.main.get_command(app)
     names = set(getattr(group, "commands", {}))
-    if first in names or first.startswith("-"):
+    if first in names or first in ("--help", "-h", "--version"):
         return argv
     return ["run", *argv]
 
