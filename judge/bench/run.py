@@ -368,6 +368,9 @@ class Bench:
         store = Store(Path(self._tmp.name) / f"{store_name}.sqlite3")
         return Judge(
             self.lock,
+            # Not "toy" (the toy lock's default model): the back end is given, and toy
+            # models must not be built or loaded unless relevance/locator name them.
+            model=backend.model_id or "served",
             backend=backend,
             relevance=self.config.relevance,
             locator=self.config.locator,
@@ -655,6 +658,7 @@ class Bench:
 
         judge = Judge(
             self.lock,
+            model=cfg.gpu_model,
             backend=backend,
             relevance=cfg.relevance,
             locator=cfg.locator,
