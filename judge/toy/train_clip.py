@@ -97,7 +97,7 @@ def _rule_like(rng: random.Random) -> str:
 @dataclass(frozen=True)
 class CLIPRecipe:
     seed: int = 0
-    steps: int = 250
+    steps: int = 200
     batch: int = 48
     lr: float = 2e-3
     warmup: int = 20

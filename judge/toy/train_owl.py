@@ -40,7 +40,7 @@ def names_of(obj: world.Obj) -> set[str]:
 @dataclass(frozen=True)
 class OwlRecipe:
     seed: int = 0
-    steps: int = 250
+    steps: int = 200
     batch: int = 16
     lr: float = 2e-3
     warmup: int = 20
