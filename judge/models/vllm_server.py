@@ -328,6 +328,15 @@ class VLLMServerBackend(Backend):
 
     # -- start: reachability, model, label tokens ----------------------------------------
 
+    async def start(self) -> None:
+        """Connect now: check the server, its model and the label tokens (else on first use).
+
+        Raises:
+            BackendError: the server cannot be used (down, wrong model, refused the key).
+            TokenizerError: the model has no single-token Yes or No.
+        """
+        await self._ensure_started()
+
     async def _ensure_started(self) -> None:
         if self._started:
             return
@@ -522,6 +531,8 @@ class VLLMServerBackend(Backend):
         return result
 
     async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
+        if not queries:
+            return []
         await self._ensure_started()
         chats = [yes_no_chat(q) for q in queries]
         urls = await self._image_urls(chats)
@@ -586,6 +597,8 @@ class VLLMServerBackend(Backend):
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
     ) -> list[Generation]:
+        if not chats:
+            return []
         await self._ensure_started()
         urls = await self._image_urls(chats)
         results = await asyncio.gather(
