@@ -9,7 +9,7 @@ record the versions they were made with.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import jinja2
@@ -30,7 +30,7 @@ def _env() -> ImmutableSandboxedEnvironment:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def version(name: str) -> int:
     """The version number in the header of prompt `name`."""
     text = (data_dir("prompts") / f"{name}.j2").read_text(encoding="utf-8")

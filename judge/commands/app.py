@@ -6,7 +6,7 @@ import typer
 
 app = typer.Typer(
     name="judge",
-    help="Zero-shot image-safety judge (CLUE): which rules of a constitution does an image violate?",
+    help="Zero-shot image-safety judge (CLUE): which rules of a policy does an image violate?",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -162,5 +162,5 @@ class Backend(abc.ABC):
         """Self-test for `judge doctor`: (check, passed, detail or fix) rows."""
         return []
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections, engines and threads."""
