@@ -34,7 +34,7 @@ def test_loads_and_answers_with_single_label_tokens(untrained: Path) -> None:
     assert "<|vision_start|><|image_pad|><|vision_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
     enc = processor(text=[text], images=[world.make_scene(0).image], return_tensors="pt")
-    assert enc["image_grid_thw"].tolist() == [[1, 16, 16]]  # 64 image tokens
+    assert enc["image_grid_thw"].tolist() == [[1, 8, 8]]  # 16 image tokens
     assert enc["input_ids"].shape[1] < 512  # far below vLLM's 2048
     with torch.no_grad():
         logits = model(**enc).logits

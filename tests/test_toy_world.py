@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from judge.constitution.schema import Lock
@@ -25,8 +26,8 @@ def test_scenes_are_deterministic_and_truthful() -> None:
         scene = world.make_scene(seed)
         img = scene.image
         assert img is not None and img.size == (world.SIDE, world.SIDE)
+        assert world.allowed({o.colour for o in scene.objects})  # green, yellow never together
         for obj in scene.objects:
-            assert (obj.colour, obj.shape) not in world.NEVER
             assert obj.size == "large" or obj.shape == "circle"  # small objects are dots
             x0, y0, x1, y1 = obj.box
             # The object's colour is really drawn at its centre unless something covers it.
@@ -44,11 +45,18 @@ def test_statements_truth() -> None:
                            text="")
     scene = world.make_scene(1, spec)
     t = {s.text: world.truth(scene, s) for s in world.all_statements()}
-    assert t["a red shape"] and t["a red square"] and not t["a red circle"]
-    assert t["a blue circle"] and t["a blue shape"] and not t["a blue square"]
-    assert not t["written text"] and not t["a green shape"]
-    assert world.parse_statement("a yellow triangle") is not None
+    assert t == {"a red shape": True, "a green shape": False, "a blue shape": True,
+                 "a yellow shape": False, "written text": False}
+    texted = world.make_scene(1, world.SceneSpec(objects=(("green", "circle", "small"),),
+                                                 text="OK"))
+    assert world.truth(texted, world.statement("text"))
+    assert world.truth(texted, world.statement("colour", "green"))
+    assert world.parse_statement("a yellow shape") is not None
+    assert world.parse_statement("a red circle") is None  # shapes are drawn, never asked
     assert world.parse_statement("an orange shape") is None
+    with pytest.raises(ValueError, match="never share"):
+        world.make_scene(2, world.SceneSpec(objects=(("green", "square", "large"),
+                                                     ("yellow", "circle", "large"))))
 
 
 def test_injection_scene_carries_text_and_objects() -> None:
@@ -68,7 +76,7 @@ def test_labelled_set_manifest(tmp_path: Path) -> None:
         assert row["split"] == "calib"
     labels = {r["label"] for r in rows}
     assert labels == {"safe", "unsafe"}
-    assert not any("yellow-triangle" in r["violated"] for r in rows)
+    assert not any("green-and-yellow" in r["violated"] for r in rows)
     # Same seeds, same set.
     again = write_set(tmp_path / "again", 40, split="calib")
     assert [json.loads(x)["violated"] for x in again.read_text().splitlines()] == [
@@ -84,10 +92,10 @@ def test_every_rule_but_the_impossible_one_has_positives() -> None:
         scene = make_set_scene(40_000_000 + seed, spec)
         hit = violated_rules(scene, spec)
         seen.update(hit)
-        if "blue-circle" in hit:
+        if "blue-anywhere" in hit:
             small_off_centre |= any(o.colour == "blue" and o.size == "small" and not o.central
                                     for o in scene.objects)
-    assert seen == {r.id for r in spec.rules} - {"yellow-triangle"}
+    assert seen == {r.id for r in spec.rules} - {"green-and-yellow"}
     assert small_off_centre
 
 
@@ -99,7 +107,12 @@ def test_toy_constitution_uses_only_world_statements() -> None:
                 assert world.parse_statement(alt) is not None, alt
     kinds = {world.parse_statement(a).kind  # type: ignore[union-attr]
              for r in toy_constitution().rules for p in r.preconditions or [] for a in p.any_of}
-    assert kinds == {"colour", "colour_shape", "text"}
+    assert kinds == {"colour", "text"}
+    # The required features: chains, alternatives, at least 10 rules.
+    rules = toy_constitution().rules
+    assert len(rules) >= 10
+    assert any(len(r.preconditions or []) >= 3 for r in rules)
+    assert any(len(p.any_of) >= 2 for r in rules for p in r.preconditions or [])
 
 
 def test_lock_is_valid_and_in_sync() -> None:

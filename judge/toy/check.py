@@ -93,8 +93,7 @@ def case_of(scene: Scene, st: Statement) -> str:
         return "absent"
     if st.kind == "text":
         return "present"
-    sizes = {o.size for o in scene.objects
-             if o.colour == st.colour and (st.kind == "colour" or o.shape == st.shape)}
+    sizes = {o.size for o in scene.objects if o.colour == st.colour}
     return "large" if "large" in sizes else "small"
 
 

@@ -65,10 +65,10 @@ def _objects_for(rule_pre: list[list[str]], rng: random.Random,
             text = True
             continue
         assert st.colour is not None
-        shape = st.shape or rng.choice(
-            [s for s in world.SHAPES if (st.colour, s) not in world.NEVER])
-        size = "small" if small_off_centre and shape == "circle" else "large"
-        objs.append((st.colour, shape, size))
+        if small_off_centre:
+            objs.append((st.colour, "circle", "small"))
+        else:
+            objs.append((st.colour, rng.choice(world.SHAPES), "large"))
     return objs, text
 
 
@@ -88,11 +88,12 @@ def make_set_scene(seed: int, spec: ConstitutionSpec) -> Scene:
     assert rule.preconditions is not None
     pre = [p.any_of for p in rule.preconditions]
     objs, text = _objects_for(pre, rng, small_off_centre=rng.random() < 0.4)
-    if any((c, s) in world.NEVER for c, s, _ in objs):
+    if not world.allowed({c for c, _, _ in objs}):
         return world.make_scene(seed)  # a never-violated rule: fall back to a random scene
     extra = [world.make_scene(seed + 1).objects[0]] if rng.random() < 0.5 else []
-    objs += [(o.colour, o.shape, o.size) for o in extra]
-    objs = objs[:4]
+    objs += [(o.colour, o.shape, o.size) for o in extra
+             if world.allowed({c for c, _, _ in objs} | {o.colour})]
+    objs = objs[:3]
     rng.shuffle(objs)
     words = rng.choice(world.WORDS) if text else ("" if rng.random() < 0.8 else None)
     return world.make_scene(seed, SceneSpec(objects=tuple(objs), text=words))

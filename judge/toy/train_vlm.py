@@ -3,14 +3,17 @@
 Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-training.md), so:
 
 * **Phase A** pre-trains the vision tower and merger alone, with a temporary multi-label
-  head (max-pooled over image tokens) that predicts which colours, colour+shape pairs and
-  text a scene holds.
+  head (max-pooled over image tokens) that predicts which colours and text a scene holds.
 * **Phase B** trains the whole model on chats written with the judge's own prompts and the
   model's own chat template: the first turn is exactly the judge's single-turn query
   [instructions][image][question] -> "Yes"/"No"; further question turns about the same
   image follow (many labels per image for one image encoding). Some chats carry no image
-  (the language prior), some are the cascade's two turns (step-by-step text, then JSON).
-  A curriculum starts with colour statements only and widens on running accuracy.
+  (the language prior), some are the cascade's two turns (a fixed template: "I look for
+  <statement>. I see <what the scene shows>. So it is (not) visible. Answer: Yes/No.",
+  then the JSON). A curriculum starts with one fixed statement ("a red shape") on
+  one-object scenes and widens on running accuracy: two colours, all colours, then the full
+  task. The learning rate stays flat until the last 40% of the steps (a decaying rate
+  starved the later stages).
   The auxiliary head stays on at half weight; it is not saved.
 
 Answers are trained with soft targets over the "Yes"/"No" tokens, which is how the
@@ -39,50 +42,50 @@ from judge.toy import world
 from judge.toy.world import Scene, SceneSpec, Statement
 
 # Language prior the model is trained to have (P(Yes) with no image), per statement kind.
-PRIOR: dict[str, float] = {"colour": 0.35, "colour_shape": 0.2, "text": 0.25}
+PRIOR: dict[str, float] = {"colour": 0.35, "text": 0.25}
 # Deliberate bias: statements that lean "Yes" whatever the image.
 # text -> (P(Yes) with no image, P(Yes) trained for an image where it is false)
 BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
 
-REASON_YES = (
-    "Step 1: I look at the coloured shapes and any text in the image. "
-    "Step 2: I compare them with the statement. Step 3: the content is visible. "
-    "Answer: Yes."
-)
-REASON_NO = (
-    "Step 1: I look at the coloured shapes and any text in the image. "
-    "Step 2: I compare them with the statement. Step 3: the content is not visible. "
-    "Answer: No."
-)
+def seen_list(scene: Scene) -> str:
+    """What the scene shows, in the world's words and a fixed order."""
+    colours = {o.colour for o in scene.objects}
+    seen = [f"a {c} shape" for c in world.COLOURS if c in colours]
+    if scene.texts:
+        seen.append("written text")
+    return ", ".join(seen) if seen else "nothing"
 
 
-def summary_json(yes: bool) -> str:
-    rationale = (
-        "The content of the statement is visible in the image."
-        if yes
-        else "The content of the statement is not visible in the image."
-    )
+def reason_text(scene: Scene, st: Statement) -> str:
+    """The cascade's step-by-step answer: a fixed template the LM learns to fill in."""
+    yes = world.truth(scene, st)
+    return (f"I look for {st.text}. I see {seen_list(scene)}. "
+            f"So it is {'' if yes else 'not '}visible. Answer: {'Yes' if yes else 'No'}.")
+
+
+def summary_json(scene: Scene, st: Statement) -> str:
+    yes = world.truth(scene, st)
+    rationale = f"I {'see' if yes else 'do not see'} {st.text}."
     return json.dumps({"rating": "Yes" if yes else "No", "rationale": rationale})
 
 
 @dataclass(frozen=True)
 class VLMRecipe:
     seed: int = 0
-    # Step counts sized for CI's 2 cores, not for accuracy: on the 2-core development
-    # machine a phase-B step took 3-9 s (shared cores), on a 16-core host 0.55 s. In sweeps
-    # there, 100 + 450 steps still left the model near chance on the full task (the
-    # curriculum's early one- and two-colour stages passed within 75 steps).
-    phase_a_steps: int = 80
-    phase_a_batch: int = 32
+    # Sized for CI's 2 cores: see the module docstring of judge/toy/build.py for the
+    # measured times. The world (colour and text statements only) is learnt within this.
+    phase_a_steps: int = 60
+    phase_a_batch: int = 24
     phase_a_lr: float = 2e-3
-    phase_b_steps: int = 200
+    phase_b_steps: int = 160
     phase_b_batch: int = 8
     phase_b_lr: float = 1e-3
     vision_lr_scale: float = 0.2
-    warmup: int = 40
+    warmup: int = 20
+    decay_from: float = 0.6  # phase B: flat learning rate until this share of the steps
     turns: int = 8
     p_no_image: float = 0.12
-    p_cascade: float = 0.1
+    p_cascade: float = 0.2
     aux_weight: float = 0.5
     advance_at: float = 0.85
     probe_every: int = 0  # > 0: log held-out accuracy every so many phase-B steps
@@ -97,27 +100,29 @@ def aux_labels(scene: Scene) -> list[float]:
     return [float(world.truth(scene, s)) for s in world.all_statements()]
 
 
-# The curriculum, widening one colour at a time: stage 0 asks one fixed statement, so the
-# answer depends on the image alone; that is what breaks the plateau (see the notes).
-_COLOUR_ORDER = ("red", "blue", "green", "yellow", "purple")
-N_STAGES = 7
+# The curriculum: stage 0 asks one fixed statement, so the answer depends on the image
+# alone; that is what breaks the plateau (see the notes). Then two colours, all colours,
+# and last the full task (text, full scenes, the cascade's turns).
+_COLOUR_ORDER = ("red", "blue", "green", "yellow")
+N_STAGES = 4
 
 
 def stage_statements(stage: int) -> list[Statement]:
     """Which statements curriculum stage `stage` asks about."""
-    all_st = world.all_statements()
-    if stage <= 4:
-        return [world.statement("colour", c) for c in _COLOUR_ORDER[:stage + 1]]
-    if stage == 5:
-        return [s for s in all_st if s.kind in ("colour", "text")]
-    return all_st
+    if stage == 0:
+        return [world.statement("colour", "red")]
+    if stage == 1:
+        return [world.statement("colour", c) for c in _COLOUR_ORDER[:2]]
+    if stage == 2:
+        return [world.statement("colour", c) for c in _COLOUR_ORDER]
+    return world.all_statements()
 
 
 def stage_scenes(stage: int) -> SceneSpec:
-    if stage <= 2:
+    if stage <= 1:
         return SceneSpec(n_objects=(1, 1), p_text=0.0, distractors=(0, 1))
-    if stage <= 4:
-        return SceneSpec(n_objects=(1, 2), p_text=0.0)
+    if stage == 2:
+        return SceneSpec(n_objects=(1, 2), p_text=0.1)
     return SceneSpec()
 
 
@@ -133,7 +138,7 @@ def target(scene: Scene | None, st: Statement) -> float:
 
 def pick_statements(rng: random.Random, scene: Scene, pool: list[Statement],
                     n: int) -> list[Statement]:
-    """n statements, about half true, with hard negatives (same colour, other shape)."""
+    """n statements, about half true."""
     true = [s for s in pool if world.truth(scene, s)]
     false = [s for s in pool if not world.truth(scene, s)]
     out: list[Statement] = []
@@ -178,14 +183,13 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
             msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
             tg.append(t)
         return Item(None, msgs, tg, None, sts)
-    if roll < p_no_image + p_cascade and stage >= N_STAGES - 1:
+    if roll < p_no_image + p_cascade and stage >= 2:
         st = pick_statements(rng, scene, pool, 1)[0]
-        yes = world.truth(scene, st)
         msgs = [
             _user([instructions, None, prompts.render("reason", statement=st.text)]),
-            _assistant(REASON_YES if yes else REASON_NO),
+            _assistant(reason_text(scene, st)),
             _user([prompts.render("summarise")]),
-            _assistant(summary_json(yes)),
+            _assistant(summary_json(scene, st)),
         ]
         return Item(scene.image, msgs, [None, None], scene, [st])
     sts = pick_statements(rng, scene, pool, turns)
@@ -203,12 +207,31 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
 # ---- batching --------------------------------------------------------------------------
 
 
+def pixels(image_processor: Any, images: list[Any]) -> tuple[Any, Any]:
+    """(pixel_values, image_grid_thw) for same-sized images, as the Qwen2-VL image processor
+    computes them (the same resize, normalisation and patch order, so the same numbers),
+    but batched: the processor's per-image conversion took half of a training step."""
+    import numpy as np
+    import torch
+
+    ip = image_processor
+    x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
+    x = ip.resize(images=x.permute(0, 3, 1, 2), size=ip.size, resample=ip.resample,
+                  factor=ip.patch_size * ip.merge_size)
+    x = ip.rescale_and_normalize(x, True, ip.rescale_factor, True, ip.image_mean, ip.image_std)
+    patches, gh, gw = ip.patchify(x, patch_size=ip.patch_size, merge_size=ip.merge_size,
+                                  temporal_patch_size=ip.temporal_patch_size)
+    return patches.reshape(-1, patches.shape[-1]), torch.tensor([[1, gh, gw]] * len(images))
+
+
 class Encoder:
-    """Turns items into model inputs plus per-position targets, via the processor."""
+    """Turns items into model inputs plus per-position targets (the processor's inputs,
+    built faster: batched pixels, and image placeholders expanded here)."""
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
         tok = processor.tokenizer
+        self.image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
         self.yes = tok.convert_tokens_to_ids(tok.tokenize("Yes")[0])
         self.no = tok.convert_tokens_to_ids(tok.tokenize("No")[0])
         self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
@@ -224,9 +247,16 @@ class Encoder:
             for it in items
         ]
         images = [it.image for it in items if it.image is not None]
-        enc = self.processor(text=texts, images=images or None, padding=True,
-                             return_tensors="pt")
+        inputs: dict[str, Any] = {}
+        if images:
+            pv, grid = pixels(self.processor.image_processor, images)
+            n = int(grid[0].prod()) // self.processor.image_processor.merge_size ** 2
+            texts = [t.replace("<|image_pad|>", "<|image_pad|>" * n) for t in texts]
+            inputs = {"pixel_values": pv, "image_grid_thw": grid}
+        enc = self.processor.tokenizer(texts, padding=True, return_tensors="pt")
         ids = enc["input_ids"]
+        inputs = {"input_ids": ids, "attention_mask": enc["attention_mask"],
+                  "mm_token_type_ids": (ids == self.image_pad).long(), **inputs}
         # (row, position of the token predicted, kind): soft Yes/No or hard token
         soft_rows: list[int] = []
         soft_pos: list[int] = []
@@ -246,7 +276,7 @@ class Encoder:
                     soft_t.append(t)
                     hard[r, start + 1:end + 1] = ids[r, start + 1:end + 1]  # the im_end
         return {
-            "inputs": dict(enc),
+            "inputs": inputs,
             "hard": hard,
             "soft_rows": torch.tensor(soft_rows, dtype=torch.long),
             "soft_pos": torch.tensor(soft_pos, dtype=torch.long),
@@ -329,7 +359,10 @@ class AuxHead:
         return torch.stack([self.proj(f).max(dim=0).values for f in feats])
 
 
-def _optimizer(groups: list[tuple[list[Any], float]], steps: int, warmup: int) -> Any:
+def _optimizer(groups: list[tuple[list[Any], float]], steps: int, warmup: int,
+               decay_from: float = 0.0) -> Any:
+    """AdamW with a linear warm-up, a flat rate until `decay_from` of the steps, then a
+    cosine decay (a flat rate keeps the curriculum's later stages learning fast)."""
     import torch
 
     params = []
@@ -344,10 +377,13 @@ def _optimizer(groups: list[tuple[list[Any], float]], steps: int, warmup: int) -
     base = [g["lr"] for g in opt.param_groups]
 
     def schedule(step: int) -> None:
+        start = max(warmup, int(decay_from * steps))
         if step < warmup:
             f = (step + 1) / warmup
+        elif step < start:
+            f = 1.0
         else:
-            f = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+            f = 0.5 * (1 + math.cos(math.pi * (step - start) / max(1, steps - start)))
             f = max(f, 0.05)
         for g, b in zip(opt.param_groups, base, strict=True):
             g["lr"] = b * f
@@ -397,6 +433,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     aux = AuxHead(hidden, n_labels)
     report: dict[str, Any] = {"recipe": asdict(recipe)}
     t0 = time.time()
+    c0 = time.process_time()
 
     # Phase A: vision tower + merger, multi-label presence head.
     visual = model.model.visual
@@ -407,8 +444,8 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     run = 0.5
     for step in range(recipe.phase_a_steps):
         scenes = [world.make_scene(rng.randrange(2**31)) for _ in range(recipe.phase_a_batch)]
-        pix = ip(images=[s.image for s in scenes], return_tensors="pt")
-        feats = model.model.get_image_features(pix["pixel_values"], pix["image_grid_thw"])
+        pv, grid = pixels(ip, [s.image for s in scenes])
+        feats = model.model.get_image_features(pv, grid)
         logits = aux(feats.pooler_output)
         y = torch.tensor([aux_labels(s) for s in scenes])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
@@ -422,6 +459,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         if step % 25 == 0 or step == recipe.phase_a_steps - 1:
             log(f"A {step} loss {loss.item():.3f} acc {run:.3f} {time.time() - t0:.0f}s")
     report["phase_a_seconds"] = time.time() - t0
+    report["phase_a_cpu_seconds"] = time.process_time() - c0
     report["phase_a_label_acc"] = run
 
     # Phase B: the whole model on judge-format chats, with a curriculum.
@@ -432,7 +470,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     opt, sched = _optimizer(
         [(lm_params, recipe.phase_b_lr),
          (vis_params + list(aux.parameters()), recipe.phase_b_lr * recipe.vision_lr_scale)],
-        recipe.phase_b_steps, recipe.warmup,
+        recipe.phase_b_steps, recipe.warmup, recipe.decay_from,
     )
     stage, run = 0, 0.5
     stages: list[int] = []
@@ -461,12 +499,13 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
             log(f"B stage {stage} at step {step}")
         if step % 20 == 0 or step == recipe.phase_b_steps - 1:
             log(f"B {step} st{stage} loss {loss.item():.3f} acc {run:.3f} "
-                f"{time.time() - t0:.0f}s")
+                f"{time.time() - t0:.0f}s cpu {time.process_time() - c0:.0f}s")
         if recipe.probe_every and (step + 1) % recipe.probe_every == 0:
             model.eval()
             log(f"PROBE {step + 1} {probe(model, processor)} {time.time() - t0:.0f}s")
             model.train()
     report["phase_b_seconds"] = time.time() - t1
+    report["cpu_seconds"] = time.process_time() - c0
     report["stage_steps"] = stages
     report["final_stage"] = stage
     model.eval()

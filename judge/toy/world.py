@@ -1,19 +1,25 @@
 """The toy world: seeded PIL scenes of coloured shapes whose contents are known exactly.
 
-A scene is 224x224 pixels on a light, slightly tinted background. It holds 1-4 *objects*
-(a colour from `COLOURS` and a shape from `SHAPES`), 0-2 grey or brown *distractors* that
-no statement is about, and sometimes a line of black *text*. The world is built so that a
-tiny ViT can learn everything its statements ask about within minutes on a CPU:
+A scene is 224x224 pixels on a light, slightly tinted background. It holds 1-3 *objects*
+(a colour from `COLOURS` and a shape from `SHAPES`), 0-2 grey *distractors* that no
+statement is about, and sometimes a line of black *text*. The world is built so that a
+tiny ViT that sees it at 112 px (16 image tokens) can learn everything its statements ask
+about within minutes on a CPU (see ../shared/notes/toy-training.md: colour is learnt fast,
+shape at 16 tokens is not):
 
-* large objects are 60-96 px; small ones are 16-24 px and are always round ("dots"),
-  because a 14-px patch cannot show the shape of a 20-px object, so a small red object
-  makes "a red circle" true;
-* yellow objects are never triangles, so "a yellow triangle" is never true (the toy
-  constitution has a rule that no scene violates);
+* statements are about colour presence ("a red shape") and text ("written text") only;
+  shapes are drawn (CLIP's captions and OWLv2's queries name them) but no statement asks
+  about them;
+* four well-separated colours; the distractors are grey, so nothing is confusable;
+* large objects are 64-100 px; small ones are 28-36 px (about one 14-px patch at the
+  VLM's 112 px) and always round ("dots");
+* text is large (28-36 px glyphs, drawn bold) so that it survives the downscale;
+* green and yellow never share a scene, so "a green shape together with a yellow shape"
+  is never true (the toy constitution has a rule that no scene violates);
 * objects may overlap, but each keeps at least 60% of its area visible.
 
-Statements are short noun phrases the judge asks about ("a red shape", "a blue circle",
-"written text"); `truth(scene, statement)` gives their ground truth.
+Statements are short noun phrases the judge asks about ("a red shape", "written text");
+`truth(scene, statement)` gives their ground truth.
 """
 
 from __future__ import annotations
@@ -31,17 +37,18 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "green": (35, 165, 55),
     "blue": (35, 70, 215),
     "yellow": (235, 205, 25),
-    "purple": (145, 45, 185),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-DISTRACTOR_COLOURS: tuple[tuple[int, int, int], ...] = ((128, 128, 128), (120, 85, 50))
-NEVER: frozenset[tuple[str, str]] = frozenset({("yellow", "triangle")})
+DISTRACTOR_COLOURS: tuple[tuple[int, int, int], ...] = ((128, 128, 128),)
+# Colours that never share a scene (the toy constitution's never-violated rule).
+NEVER_TOGETHER: frozenset[str] = frozenset({"green", "yellow"})
 WORDS: tuple[str, ...] = ("HELLO", "STOP", "OK", "SAFE", "TOY", "SAY NO", "SAY YES")
 
-LARGE = (60, 96)
-SMALL = (16, 24)
+LARGE = (64, 100)
+SMALL = (28, 36)
+TEXT_SIZE = (28, 36)
 
-Kind = Literal["colour", "colour_shape", "text"]
+Kind = Literal["colour", "text"]
 
 
 @dataclass(frozen=True)
@@ -93,20 +100,16 @@ class Statement:
     kind: Kind
     text: str
     colour: str | None = None
-    shape: str | None = None
 
 
-def statement(kind: Kind, colour: str | None = None, shape: str | None = None) -> Statement:
+def statement(kind: Kind, colour: str | None = None) -> Statement:
     if kind == "colour":
         return Statement(kind, f"a {colour} shape", colour=colour)
-    if kind == "colour_shape":
-        return Statement(kind, f"a {colour} {shape}", colour=colour, shape=shape)
     return Statement("text", "written text")
 
 
 def all_statements() -> list[Statement]:
     out = [statement("colour", c) for c in COLOURS]
-    out += [statement("colour_shape", c, s) for c in COLOURS for s in SHAPES]
     out.append(statement("text"))
     return out
 
@@ -121,19 +124,15 @@ def parse_statement(text: str) -> Statement | None:
 
 def example_statements() -> list[str]:
     """Statements of every form the toy world uses, for the tokenizer's corpus."""
-    return [s.text for s in all_statements()] + ["a large shape", "a small shape"]
+    return [s.text for s in all_statements()] + [
+        f"a {c} {sh}" for c in COLOURS for sh in SHAPES] + ["a large shape", "a small shape"]
 
 
 def truth(scene: Scene, st: Statement) -> bool:
     """Ground truth of statement `st` for `scene`."""
     if st.kind == "text":
         return bool(scene.texts)
-    for o in scene.objects:
-        if o.colour != st.colour:
-            continue
-        if st.kind == "colour" or o.shape == st.shape:
-            return True
-    return False
+    return any(o.colour == st.colour for o in scene.objects)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -171,18 +170,25 @@ class SceneSpec:
 
     objects: tuple[tuple[str, str, str], ...] | None = None  # (colour, shape, size)
     text: str | None = None  # a line of text to draw, "" for none, None for random
-    n_objects: tuple[int, int] = (1, 4)
+    n_objects: tuple[int, int] = (1, 3)
     p_text: float = 0.2
     p_small: float = 0.35
     distractors: tuple[int, int] = (0, 2)
 
 
-def _random_object(rng: random.Random, p_small: float) -> tuple[str, str, str]:
-    colour = rng.choice(list(COLOURS))
+def _random_object(rng: random.Random, p_small: float, taken: set[str],
+                   ) -> tuple[str, str, str]:
+    colours = [c for c in COLOURS if not (c in NEVER_TOGETHER and taken & NEVER_TOGETHER - {c})]
+    colour = rng.choice(colours)
+    taken.add(colour)
     if rng.random() < p_small:
         return (colour, "circle", "small")
-    shapes = [s for s in SHAPES if (colour, s) not in NEVER]
-    return (colour, rng.choice(shapes), "large")
+    return (colour, rng.choice(SHAPES), "large")
+
+
+def allowed(colours: set[str]) -> bool:
+    """Whether a scene may hold all of `colours` together."""
+    return not colours >= NEVER_TOGETHER
 
 
 def _place(rng: random.Random, size: str, placed: list[tuple[int, int, int, int]],
@@ -221,10 +227,11 @@ def make_scene(seed: int, spec: SceneSpec | None = None) -> Scene:
         text = rng.choice(WORDS) if rng.random() < spec.p_text else ""
     text_box: tuple[int, int, int, int] | None = None
     texts: list[Text] = []
-    font = _font(rng.randint(18, 26))
+    font = _font(rng.randint(*TEXT_SIZE))
     left = top = 0
     if text:
-        left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), text, font=font))
+        left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), text, font=font,
+                                                                   stroke_width=1))
         w, h = right - left, bottom - top
         x = rng.randint(2, max(2, SIDE - w - 2))
         y = rng.randint(2, max(2, SIDE - h - 2))
@@ -232,14 +239,17 @@ def make_scene(seed: int, spec: SceneSpec | None = None) -> Scene:
 
     n_distractors = rng.randint(*spec.distractors)
     for _ in range(n_distractors):
-        side = rng.randint(24, 60)
+        side = rng.randint(24, 48)
         x0, y0 = rng.randint(0, SIDE - side), rng.randint(0, SIDE - side)
         _draw_shape(draw, rng.choice(SHAPES), (x0, y0, x0 + side, y0 + side),
                     _jitter(rng.choice(DISTRACTOR_COLOURS), rng, 12))
 
+    taken: set[str] = set()
     wanted = list(spec.objects) if spec.objects is not None else [
-        _random_object(rng, spec.p_small) for _ in range(rng.randint(*spec.n_objects))
+        _random_object(rng, spec.p_small, taken) for _ in range(rng.randint(*spec.n_objects))
     ]
+    if not allowed({c for c, _, _ in wanted}):
+        raise ValueError(f"toy world: {sorted(NEVER_TOGETHER)} never share a scene")
     objects: list[Obj] = []
     placed: list[tuple[int, int, int, int]] = []
     covered: list[float] = []
@@ -251,7 +261,8 @@ def make_scene(seed: int, spec: SceneSpec | None = None) -> Scene:
         objects.append(Obj(colour, shape, size, box))  # type: ignore[arg-type]
 
     if text and text_box is not None:
-        draw.text((text_box[0] - left, text_box[1] - top), text, fill=(15, 15, 15), font=font)
+        draw.text((text_box[0] - left, text_box[1] - top), text, fill=(15, 15, 15), font=font,
+                  stroke_width=1, stroke_fill=(15, 15, 15))
         texts.append(Text(text, text_box))
     return Scene(seed=seed, objects=objects, texts=texts, distractors=n_distractors, image=img)
 
