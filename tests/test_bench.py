@@ -266,6 +266,7 @@ RATIO_ROWS = {
 
 
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_bench_quick_against_real_vllm(
     vllm_server: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

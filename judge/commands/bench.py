@@ -101,7 +101,7 @@ def bench(
         concurrency=concurrency,
         scaling_images=16 if quick else 64,
         memory_images=memory_images if memory_images is not None else (100 if quick else 1000),
-        compile_rules=compile_rules if compile_rules is not None else (16 if quick else 100),
+        compile_rules=compile_rules if compile_rules is not None else (8 if quick else 100),
         # The toy VLM was never taught to compile rules: short answers keep the section
         # about how well requests overlap, as in the compiler's own benchmark test.
         compile_max_tokens=32 if model == "toy" else None,
