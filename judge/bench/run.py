@@ -136,22 +136,20 @@ class BenchResult:
 
 # ---- inputs ---------------------------------------------------------------------------
 
-MIN_RULES = 12  # the cache target is stated for constitutions of 10 rules or more
+MIN_RULES = 10  # the cache target is stated for constitutions of 10 rules or more
 
-# Extra toy-world rules (statements the toy VLM was trained on) that widen the 7-rule toy
-# constitution for the benchmark: (id, text, chain of OR-lists).
+# Extra toy-world rules (only statements the toy VLM is trained on: "a <colour> shape" and
+# "written text") that widen a smaller toy constitution for the benchmark:
+# (id, what the rule forbids, chain of OR-lists).
 _EXTRA_TOY_RULES: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...] = (
-    ("bench-green-and-yellow", "a green shape together with a yellow shape",
-     (("a green shape",), ("a yellow shape",))),
-    ("bench-red-square", "a red square", (("a red square",),)),
-    ("bench-text-and-red-circle", "written text together with a red circle",
-     (("written text",), ("a red circle",))),
-    ("bench-blue-and-green-triangle", "a blue shape together with a green triangle",
-     (("a blue shape",), ("a green triangle",))),
-    ("bench-purple-circle-or-red-triangle", "a purple circle or a red triangle",
-     (("a purple circle", "a red triangle"),)),
-    ("bench-yellow-and-blue-square", "a yellow shape together with a blue square",
-     (("a yellow shape",), ("a blue square",))),
+    ("bench-red-and-yellow", "a red shape together with a yellow shape",
+     (("a red shape",), ("a yellow shape",))),
+    ("bench-text-and-blue", "written text together with a blue shape",
+     (("written text",), ("a blue shape",))),
+    ("bench-text-and-red-or-green", "written text together with a red or green shape",
+     (("written text",), ("a red shape", "a green shape"))),
+    ("bench-blue-and-yellow", "a blue shape together with a yellow shape",
+     (("a blue shape",), ("a yellow shape",))),
 )
 
 
