@@ -50,15 +50,25 @@ def test_vlm_language_prior_is_the_deliberate_bias(vlm_report: Any) -> None:
     assert set(PRIOR) == {"colour", "text"}
 
 
-@pytest.mark.xfail(strict=False, reason="the 90% target per kind was not reached within the "
-                   "CI training budget when last measured; see judge/toy/train_vlm.py")
 def test_vlm_accuracy_per_statement_kind(vlm_report: Any) -> None:
-    for kind, acc in vlm_report.kind_accuracy.items():
+    """>= 90% plain Yes/No accuracy for every statement kind the toy constitution uses
+    (the deliberately biased statement apart: a plain 0.5 threshold is wrong for it by
+    design), and for small objects on their own."""
+    from judge.toy import world
+    from judge.toy.labelled import toy_constitution
+
+    used = {world.parse_statement(a).kind  # type: ignore[union-attr]
+            for r in toy_constitution().rules for p in r.preconditions or [] for a in p.any_of}
+    for kind in used:
+        acc = vlm_report.kind_accuracy[kind]
         assert acc >= 0.9, (kind, acc, vlm_report.accuracy[kind])
+        for case, case_acc in vlm_report.accuracy[kind].items():
+            assert case_acc >= 0.85, (kind, case, case_acc, vlm_report.counts[kind])
 
 
-@pytest.mark.xfail(strict=False, reason="the cascade is trained only in the last curriculum "
-                   "stage; not yet measured with the CI-sized recipe")
+@pytest.mark.xfail(strict=False, reason="measured 2026-11-28: the step-by-step turn is learnt "
+                   "but the JSON summary comes out malformed ('{\"rating\": \"No\", \"\", ...'), "
+                   "0/8 parsed; the cascade needs more phase-B steps than the CI budget allows")
 def test_vlm_cascade_turns(toy_models: Any) -> None:
     from judge.toy.check import cascade_report
 
@@ -75,8 +85,6 @@ def test_clip_ranks_the_right_caption_first(toy_models: Any) -> None:
     assert top1 >= 0.5
 
 
-@pytest.mark.xfail(strict=False, reason="the toy OWLv2 box head trained, but the class "
-                   "logits were last seen collapsed; see judge/toy/train_owl.py")
 def test_owl_box_overlaps_the_true_box(toy_models: Any) -> None:
     from judge.toy.train_owl import owl_hit_rate
 

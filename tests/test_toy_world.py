@@ -107,7 +107,7 @@ def test_toy_constitution_uses_only_world_statements() -> None:
                 assert world.parse_statement(alt) is not None, alt
     kinds = {world.parse_statement(a).kind  # type: ignore[union-attr]
              for r in toy_constitution().rules for p in r.preconditions or [] for a in p.any_of}
-    assert kinds == {"colour", "text"}
+    assert kinds == {"colour"}  # the VLM reached >= 90% on colour only, not on text
     # The required features: chains, alternatives, at least 10 rules.
     rules = toy_constitution().rules
     assert len(rules) >= 10

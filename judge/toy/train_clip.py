@@ -97,7 +97,7 @@ def _rule_like(rng: random.Random) -> str:
 @dataclass(frozen=True)
 class CLIPRecipe:
     seed: int = 0
-    steps: int = 200
+    steps: int = 300  # 200 gave top-1 0.40 among 20 captions in the 4-colour world; 300: 0.53
     batch: int = 48
     lr: float = 2e-3
     warmup: int = 20

@@ -77,16 +77,18 @@ class VLMRecipe:
     phase_a_steps: int = 60
     phase_a_batch: int = 24
     phase_a_lr: float = 2e-3
-    phase_b_steps: int = 160
+    phase_b_steps: int = 400
     phase_b_batch: int = 8
-    phase_b_lr: float = 1e-3
-    vision_lr_scale: float = 0.2
+    phase_b_lr: float = 1.5e-3
+    vision_lr_scale: float = 0.3
     warmup: int = 20
     decay_from: float = 0.6  # phase B: flat learning rate until this share of the steps
-    turns: int = 8
+    turns: int = 6
     p_no_image: float = 0.12
-    p_cascade: float = 0.2
+    p_cascade: float = 0.15
     aux_weight: float = 0.5
+    probe_weight: float = 1.0
+    probe_layer: int = 2  # hidden_states index: the output of LM layer 2 of 3
     advance_at: float = 0.85
     probe_every: int = 0  # > 0: log held-out accuracy every so many phase-B steps
     config: dict[str, Any] = field(default_factory=dict)
@@ -122,7 +124,7 @@ def stage_scenes(stage: int) -> SceneSpec:
     if stage <= 1:
         return SceneSpec(n_objects=(1, 1), p_text=0.0, distractors=(0, 1))
     if stage == 2:
-        return SceneSpec(n_objects=(1, 2), p_text=0.1)
+        return SceneSpec(n_objects=(1, 2), p_text=0.0)
     return SceneSpec()
 
 
@@ -166,10 +168,19 @@ def _assistant(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
+# Share of chats that start with the judge's long instructions, per stage. Early stages go
+# without them: over a ~250-token prompt, a fresh LM's near-uniform attention dilutes the
+# one token that names the statement, and it never learnt to read it (its answers were the
+# same for every statement, even with no image). Short chats teach it to, by relative
+# position, and that carries over once the instructions are added.
+P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
+
+
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
               p_cascade: float) -> Item:
     pool = stage_statements(stage)
-    instructions = prompts.render("visibility_instructions")
+    long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
+    instructions = prompts.render("visibility_instructions") if long else None
     scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage))
     roll = rng.random()
     if roll < p_no_image:
@@ -178,15 +189,18 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
         tg: list[float | None] = []
         for i, st in enumerate(sts):
             q = prompts.render("visibility_question", statement=st.text)
-            msgs.append(_user([instructions, q] if i == 0 else [q]))
+            msgs.append(_user([instructions, q] if i == 0 and instructions else [q]))
             t = target(None, st)
             msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
             tg.append(t)
         return Item(None, msgs, tg, None, sts)
-    if roll < p_no_image + p_cascade and stage >= 2:
+    # The cascade's text only in the last stage: added earlier, its many text tokens
+    # knocked the Yes/No answers back to chance.
+    if roll < p_no_image + p_cascade and stage >= N_STAGES - 1:
         st = pick_statements(rng, scene, pool, 1)[0]
         msgs = [
-            _user([instructions, None, prompts.render("reason", statement=st.text)]),
+            _user([prompts.render("visibility_instructions"), None,
+                   prompts.render("reason", statement=st.text)]),
             _assistant(reason_text(scene, st)),
             _user([prompts.render("summarise")]),
             _assistant(summary_json(scene, st)),
@@ -197,7 +211,8 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
     tg = []
     for i, st in enumerate(sts):
         q = prompts.render("visibility_question", statement=st.text)
-        msgs.append(_user([instructions, None, q] if i == 0 else [q]))
+        first = [instructions, None, q] if instructions else [None, q]
+        msgs.append(_user(first if i == 0 else [q]))
         t = target(scene, st)
         msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
         tg.append(t)
@@ -261,19 +276,25 @@ class Encoder:
         soft_rows: list[int] = []
         soft_pos: list[int] = []
         soft_t: list[float] = []
+        soft_st: list[int] = []  # which statement each answer is about (for the probes)
+        soft_seen: list[list[float]] = []  # the scene's statement truths, NaN if no image
+        index = {st.text: i for i, st in enumerate(world.all_statements())}
         hard = torch.full_like(ids, -100)
         for r, it in enumerate(items):
             row = ids[r].tolist()
             spans = self._assistant_spans(row)
             if len(spans) != len(it.targets):
                 raise RuntimeError("toy training: assistant turns and targets disagree")
-            for (start, end), t in zip(spans, it.targets, strict=True):
+            seen = aux_labels(it.scene) if it.scene is not None else [math.nan] * len(index)
+            for i, ((start, end), t) in enumerate(zip(spans, it.targets, strict=True)):
                 if t is None:
                     hard[r, start:end + 1] = ids[r, start:end + 1]
                 else:
                     soft_rows.append(r)
                     soft_pos.append(start)
                     soft_t.append(t)
+                    soft_st.append(index[it.statements[i].text])
+                    soft_seen.append(seen)
                     hard[r, start + 1:end + 1] = ids[r, start + 1:end + 1]  # the im_end
         return {
             "inputs": inputs,
@@ -281,6 +302,8 @@ class Encoder:
             "soft_rows": torch.tensor(soft_rows, dtype=torch.long),
             "soft_pos": torch.tensor(soft_pos, dtype=torch.long),
             "soft_t": torch.tensor(soft_t, dtype=torch.float32),
+            "soft_st": torch.tensor(soft_st, dtype=torch.long),
+            "soft_seen": torch.tensor(soft_seen, dtype=torch.float32).reshape(-1, len(index)),
         }
 
     def _assistant_spans(self, row: list[int]) -> list[tuple[int, int]]:
@@ -295,9 +318,39 @@ class Encoder:
         return spans
 
 
+class Probes:
+    """Linear probes on a middle LM layer at each answer position (phase B; not saved).
+
+    Without them the LM settles on a detector of "any asked-about colour is present" that
+    ignores which statement was asked (training accuracy stuck at 0.75 with two colours).
+    The probes make the answer position gather both halves of the task, which statement
+    was asked and what the image shows, so the last layer only has to combine them.
+    """
+
+    def __init__(self, hidden: int, n_statements: int) -> None:
+        import torch
+
+        self.asked = torch.nn.Linear(hidden, n_statements)
+        self.seen = torch.nn.Linear(hidden, n_statements)
+
+    def parameters(self) -> list[Any]:
+        return [*self.asked.parameters(), *self.seen.parameters()]
+
+    def loss(self, h: Any, asked: Any, seen: Any) -> Any:
+        import torch.nn.functional as F
+
+        out = F.cross_entropy(self.asked(h), asked)
+        has = ~seen.isnan().any(-1)
+        if has.any():
+            out = out + F.binary_cross_entropy_with_logits(self.seen(h[has]), seen[has])
+        return out
+
+
 def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
                aux_head: Any = None, aux_targets: Any = None,
-               aux_weight: float = 0.0) -> tuple[Any, dict[str, float]]:
+               aux_weight: float = 0.0, probes: Probes | None = None,
+               probe_layer: int = 2, probe_weight: float = 0.0,
+               ) -> tuple[Any, dict[str, float]]:
     import torch
     import torch.nn.functional as F
 
@@ -309,7 +362,7 @@ def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
             lambda _m, _i, o: captured.append(o.pooler_output)
         )
     try:
-        out = model(**batch["inputs"], output_hidden_states=False)
+        out = model(**batch["inputs"], output_hidden_states=probes is not None)
     finally:
         if hook is not None:
             hook.remove()
@@ -331,6 +384,9 @@ def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
         loss = loss + soft_loss
         m = torch.sigmoid(ly - ln).detach()
         stats["acc"] = float(((m > 0.5) == (t > 0.5)).float().mean())
+        if probes is not None:
+            h = out.hidden_states[probe_layer][rows, pos - 1]
+            loss = loss + probe_weight * probes.loss(h, batch["soft_st"], batch["soft_seen"])
     if captured:
         grid = batch["inputs"]["image_grid_thw"]
         sizes = (grid.prod(-1) // 4).tolist()
@@ -431,6 +487,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     hidden = model.config.text_config.hidden_size
     n_labels = len(world.all_statements())
     aux = AuxHead(hidden, n_labels)
+    probes = Probes(hidden, n_labels)
     report: dict[str, Any] = {"recipe": asdict(recipe)}
     t0 = time.time()
     c0 = time.process_time()
@@ -469,7 +526,8 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     lm_params = [p for p in model.parameters() if id(p) not in vis_ids]
     opt, sched = _optimizer(
         [(lm_params, recipe.phase_b_lr),
-         (vis_params + list(aux.parameters()), recipe.phase_b_lr * recipe.vision_lr_scale)],
+         (vis_params + list(aux.parameters()), recipe.phase_b_lr * recipe.vision_lr_scale),
+         (probes.parameters(), recipe.phase_b_lr)],
         recipe.phase_b_steps, recipe.warmup, recipe.decay_from,
     )
     stage, run = 0, 0.5
@@ -482,7 +540,8 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         aux_t = torch.tensor([aux_labels(it.scene) for it in with_image if it.scene]) \
             if with_image else None
         loss, stats = batch_loss(model, enc, batch, aux if with_image else None, aux_t,
-                                 recipe.aux_weight)
+                                 recipe.aux_weight, probes, recipe.probe_layer,
+                                 recipe.probe_weight)
         sched(step)
         opt.zero_grad()
         loss.backward()

@@ -198,19 +198,22 @@ def _place(rng: random.Random, size: str, placed: list[tuple[int, int, int, int]
     (`covered` holds the share of each earlier box already covered; it is updated)."""
     lo, hi = LARGE if size == "large" else SMALL
     box = (0, 0, lo, lo)
-    for _ in range(200):
+    # First keep clear of the text; if a wide line of text leaves no room, let the object
+    # lie under it (text is drawn last, so it stays readable).
+    for attempt in range(400):
         side = rng.randint(lo, hi)
         x0 = rng.randint(2, SIDE - side - 2)
         y0 = rng.randint(2, SIDE - side - 2)
         box = (x0, y0, x0 + side, y0 + side)
         shares = [_overlap_share(p, box) for p in placed]
-        if text_box is not None and _overlap_share(box, text_box) > 0.0:
+        if (attempt < 200 and text_box is not None
+                and _overlap_share(box, text_box) > 0.0):
             continue
         if all(c + s <= 0.4 for c, s in zip(covered, shares, strict=True)):
             for i, share in enumerate(shares):
                 covered[i] += share
             return box
-    raise RuntimeError("toy world: no room for another object")  # not reached at <= 4 objects
+    raise RuntimeError("toy world: no room for another object")  # not reached at <= 3 objects
 
 
 def make_scene(seed: int, spec: SceneSpec | None = None) -> Scene:
