@@ -7,10 +7,10 @@ on and the library versions. Two processes that call it at once are safe: the se
 waits on a file lock and then finds the finished models.
 
 Build cost (measured 2026-11-28 with one torch thread per process, as CPU seconds, which
-is close to wall time on an idle core): VLM about 20 s of phase A + about 1 s per phase-B
-step (400 steps, about 7 min); CLIP about 1 s per step; OWLv2 about 150 s. All three come
-to about 12-13 min on one idle core and less with CI's two. On a loaded machine torch's two
-threads spin against each other: the same VLM phase A took 257 CPU-s instead of 23.
+is close to wall time on an idle core): VLM 18 s of phase A + 400 phase-B steps of about
+0.9 s (380 s in all); CLIP 300 steps of about 1 s; OWLv2 150 s. All three come to about
+14 min on one idle core, less with CI's two. On a loaded machine torch's two threads spin
+against each other: the same VLM phase A took 257 CPU-s with two threads, 18 with one.
 """
 
 from __future__ import annotations
