@@ -8,8 +8,8 @@ waits on a file lock and then finds the finished models.
 
 Build cost (measured 2026-11-28 with one torch thread per process, as CPU seconds, which
 is close to wall time on an idle core): VLM 18 s of phase A + 400 phase-B steps of about
-0.9 s (380 s in all); CLIP 300 steps of about 1 s; OWLv2 150 s. All three come to about
-14 min on one idle core, less with CI's two. On a loaded machine torch's two threads spin
+0.9 s (380 s in all); CLIP 300 steps, 160 s; OWLv2 200 steps, 150 s. All three come to about
+11.5 min on one idle core, less with CI's two. On a loaded machine torch's two threads spin
 against each other: the same VLM phase A took 257 CPU-s with two threads, 18 with one.
 """
 
