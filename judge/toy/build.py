@@ -88,10 +88,16 @@ def _locked(path: Path) -> Iterator[None]:
 
 def train_all(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the three models into out/{vlm,clip,owlv2}; returns the training report."""
+    import torch
+
     from judge.toy.train_clip import train_clip
     from judge.toy.train_owl import train_owl
     from judge.toy.train_vlm import train_vlm
 
+    # One thread: the recipes' accuracies were measured so, float reductions then happen in
+    # one fixed order (the same weights on every machine), and two threads on two shared
+    # cores were measured slower, spinning against each other.
+    torch.set_num_threads(1)
     t0 = time.time()
     report: dict[str, Any] = {
         "clip": train_clip(out / "clip", log=log),
