@@ -1,16 +1,17 @@
 """Server fixtures: a real vLLM OpenAI server on 127.0.0.1, and a scriptable bad one.
 
-* `vllm_server` (session): starts `python -m vllm.entrypoints.openai.api_server` (the
-  CPU build) serving the toy VLM at a free port, waits for `/health`, and stops it by its
-  process group at the end. Yields `ServedModel(url, model, log_path, model_dir)`.
+* `vllm_server` (session): starts a vLLM OpenAI server (the CPU build) serving the toy
+  VLM at a free port, waits for `/health`, and stops it by its process group at the end.
+  Yields `ServedModel(url, model, log_path, model_dir)`.
 * `misbehaving_server` (factory): a real HTTP server in a thread that speaks enough of
   the OpenAI/vLLM API for the judge and can be told to be slow, return 500s or broken
   JSON, drop the labels, report another model, refuse logprobs or images, or die after
   N requests. It counts requests and the most in flight at once.
 * `down_url`: a URL where nothing listens.
 
-To iterate on the server tests without a 1-2 minute start each run, start a server with
-`vllm_server_command` and set JUDGE_TEST_VLLM_URL and JUDGE_TEST_VLLM_MODEL_DIR.
+The real server is started by `judge.bench.server` (the launcher `judge bench` uses). To
+iterate on the server tests without a 1-2 minute start each run, start one yourself and set
+JUDGE_TEST_VLLM_URL and JUDGE_TEST_VLLM_MODEL_DIR.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -61,41 +60,6 @@ class ServedModel:
             return "(no log)"
 
 
-def vllm_env() -> dict[str, str]:
-    """Environment for a vLLM process: offline, caches in the test cache, 1 GiB KV cache."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def vllm_server_command(model_dir: Path, port: int, served_name: str = SERVED_NAME) -> list[str]:
-    return [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir),
-        "--served-model-name", served_name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--dtype", "float32",
-        "--max-model-len", "2048",
-        "--max-num-seqs", "4",
-        "--max-num-batched-tokens", "2048",
-        "--limit-mm-per-prompt", '{"image":1,"video":0}',
-        "--max-logprobs", "20",
-        "--enable-prompt-tokens-details",
-        "--enable-prefix-caching",
-        "--enforce-eager",
-    ]  # fmt: skip
-
-
 def toy_vlm_dir(request: pytest.FixtureRequest, cache: Path) -> tuple[Path, bool]:
     """(folder, trained): the trained toy VLM when tests/_toy.py provides it, else an
     untrained tiny one."""
@@ -116,48 +80,16 @@ def toy_vlm_dir(request: pytest.FixtureRequest, cache: Path) -> tuple[Path, bool
     return target, False
 
 
-def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], served: ServedModel) -> None:
-    import httpx
-
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"the vLLM server exited with code {proc.returncode} before it was ready; "
-                f"log {served.log_path}:\n{served.log_tail()}"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2.0).status_code == 200:
-                return
-        time.sleep(1.0)
-    raise RuntimeError(
-        f"the vLLM server was not ready within {START_TIMEOUT:.0f} s; "
-        f"log {served.log_path}:\n{served.log_tail()}"
-    )
-
-
 @pytest.fixture(scope="session")
 def vllm_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServedModel]:
+    from judge.bench.server import cpu_server_args, start_vllm_server
     from judge.resources import cache_dir
 
     reuse = os.environ.get("JUDGE_TEST_VLLM_URL")
     if reuse:
-        # For development: a server already running (started with vllm_server_command),
+        # For development: a server already running (e.g. `judge.bench.server`),
         # with JUDGE_TEST_VLLM_MODEL_DIR naming the folder it serves.
         folder = Path(os.environ["JUDGE_TEST_VLLM_MODEL_DIR"])
         yield ServedModel(
@@ -169,28 +101,25 @@ def vllm_server(
         )
         return
     model_dir, trained = toy_vlm_dir(request, cache_dir() / "test-models")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    served = ServedModel(
-        url=url, model=SERVED_NAME, log_path=log_path, model_dir=model_dir, trained=trained
-    )
     started = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            vllm_server_command(model_dir, port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=vllm_env(),
-            start_new_session=True,  # its own process group, so we stop its children too
-        )
+    # The launcher `judge bench` uses, with fewer sequences at once (2 CI cores).
+    server = start_vllm_server(
+        model_dir,
+        served_model_name=SERVED_NAME,
+        args=cpu_server_args(max_num_seqs=4),
+        log_path=log_path,
+        timeout=START_TIMEOUT,
+    )
     try:
-        _wait_healthy(url, proc, served)
-        served.start_seconds = time.monotonic() - started
-        sys.stderr.write(f"\n[vllm_server] ready in {served.start_seconds:.0f} s at {url}\n")
+        served = ServedModel(
+            url=server.root, model=SERVED_NAME, log_path=log_path, model_dir=model_dir,
+            trained=trained, start_seconds=time.monotonic() - started,
+        )
+        sys.stderr.write(f"\n[vllm_server] ready in {served.start_seconds:.0f} s\n")
         yield served
     finally:
-        _stop_process_group(proc)
+        server.stop()
 
 
 # -- the misbehaving server ----------------------------------------------------------------

@@ -19,10 +19,11 @@ import pytest
 from PIL import Image
 
 from judge import prompts
+from judge.bench.server import server_env
 from judge.models import Message, YesNoQuery, YesNoResult, load_backend
 from judge.models.doctor import diagnose, raise_for
 from judge.models.hf import HFBackend
-from tests._servers import ServedModel, vllm_env
+from tests._servers import ServedModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -133,7 +134,7 @@ def test_vllm_engine_agrees_with_hf(
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "job.json"), str(tmp_path / "out.json")],
-        env={**vllm_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**server_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         capture_output=True,
         text=True,
         timeout=900,
@@ -232,13 +233,16 @@ def test_generation_agrees_and_json_schema_constrains(
 
     plain, constrained = asyncio.run(main())
     local = asyncio.run(hf.generate(chats, 8))
+    assert hf.supports_json_schema  # xgrammar, installed with judge[hf]
+    local_constrained = asyncio.run(hf.generate(chats[:1], 40, json_schema=schema))
     assert [g.error for g in plain] == [None, None, None]
     assert [g.text for g in plain] == [g.text for g in local]
     assert [g.prompt_tokens for g in plain] == [g.prompt_tokens for g in local]
-    # Constrained decoding: the answer is a prefix of JSON for the schema (an untrained
-    # model may spend its tokens on the whitespace JSON allows), unlike the free text.
-    compact = "".join(constrained[0].text.split())
-    assert compact == "{" or compact.startswith('{"rating"'), constrained[0].text
+    # Constrained decoding, on both: the answer is a prefix of JSON for the schema (an
+    # untrained model may spend its tokens on the whitespace JSON allows), unlike free text.
+    for text in (constrained[0].text, local_constrained[0].text):
+        compact = "".join(text.split())
+        assert compact == "{" or compact.startswith('{"rating"'), text
     assert not "".join(plain[0].text.split()).startswith("{") or vllm_server.trained
 
 

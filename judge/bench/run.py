@@ -136,23 +136,6 @@ class BenchResult:
 
 # ---- inputs ---------------------------------------------------------------------------
 
-MIN_RULES = 10  # the cache target is stated for constitutions of 10 rules or more
-
-# Extra toy-world rules (only statements the toy VLM is trained on: "a <colour> shape" and
-# "written text") that widen a smaller toy constitution for the benchmark:
-# (id, what the rule forbids, chain of OR-lists).
-_EXTRA_TOY_RULES: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...] = (
-    ("bench-red-and-yellow", "a red shape together with a yellow shape",
-     (("a red shape",), ("a yellow shape",))),
-    ("bench-text-and-blue", "written text together with a blue shape",
-     (("written text",), ("a blue shape",))),
-    ("bench-text-and-red-or-green", "written text together with a red or green shape",
-     (("written text",), ("a red shape", "a green shape"))),
-    ("bench-blue-and-yellow", "a blue shape together with a yellow shape",
-     (("a blue shape",), ("a yellow shape",))),
-)
-
-
 def load_lock(constitution: str | Path | Lock) -> Lock:
     """The lock of a constitution file (it must be fresh), or the lock itself."""
     if isinstance(constitution, Lock):
@@ -165,40 +148,6 @@ def load_lock(constitution: str | Path | Lock) -> Lock:
         # Hand-written chains only (the toy constitution): compiling needs no model.
         return policy.compile(None)
     return policy.lock
-
-
-def widen_toy_lock(lock: Lock, min_rules: int = MIN_RULES) -> Lock:
-    """The toy constitution with extra toy-world rules up to `min_rules` enabled rules;
-    any other constitution unchanged."""
-    from judge.constitution.schema import CompiledRule, PreconditionSpec
-
-    if lock.name != "toy" or len(lock.enabled_rules()) >= min_rules:
-        return lock
-    rules = list(lock.rules)
-    known = {r.id for r in rules}
-    for rule_id, what, chain in _EXTRA_TOY_RULES:
-        if len([r for r in rules if r.enabled]) >= min_rules:
-            break
-        if rule_id in known:
-            continue
-        text = f"Images must not show {what}."
-        rules.append(
-            CompiledRule(
-                id=rule_id,
-                source_text=text,
-                text=text,
-                text_sha256="0" * 64,
-                extraction="hand-written",
-                preconditions=[
-                    PreconditionSpec(
-                        any_of=list(alts),
-                        objects=[a.removeprefix("a ").replace("written ", "") for a in alts],
-                    )
-                    for alts in chain
-                ],
-            )
-        )
-    return lock.model_copy(update={"rules": rules, "name": "toy-bench"})
 
 
 def scenes(first_seed: int, n: int) -> Iterator[tuple[str, Image.Image]]:
@@ -333,12 +282,11 @@ class Bench:
         self.console = console
         self.result = BenchResult()
         self._tmp = tempfile.TemporaryDirectory(prefix="judge-bench-")
-        base = load_lock(config.constitution)
-        self.lock = widen_toy_lock(base)
-        if self.lock is not base:
+        self.lock = load_lock(config.constitution)
+        if len(self.lock.enabled_rules()) < 10:
             self.result.notes.append(
-                f"the toy constitution has {len(base.enabled_rules())} rules: widened to "
-                f"{len(self.lock.enabled_rules())} with toy-world rules for the benchmark"
+                f"{len(self.lock.enabled_rules())} rules: the 80% prefix-cache target is "
+                "stated for constitutions of 10 rules or more"
             )
 
     def say(self, text: str) -> None:

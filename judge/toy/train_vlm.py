@@ -9,11 +9,10 @@ Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-traini
   [instructions][image][question] -> "Yes"/"No"; further question turns about the same
   image follow (many labels per image for one image encoding). Some chats carry no image
   (the language prior), some are the cascade's two turns (a fixed template: "I look for
-  <statement>. I see <what the scene shows>. So it is (not) visible. Answer: Yes/No.",
-  then the JSON). A curriculum starts with one fixed statement ("a red shape") on
-  one-object scenes and widens on running accuracy: two colours, all colours, then the full
-  task. The learning rate stays flat until the last 40% of the steps (a decaying rate
-  starved the later stages).
+  <statement>. It is (not) visible. Answer: Yes/No.", then the JSON). A curriculum
+  starts with one fixed statement ("a red shape") on one-object scenes and widens on
+  running accuracy: two colours, all colours, then the full task. The learning rate stays
+  flat until the last 40% of the steps (a decaying rate starved the later stages).
   The auxiliary head stays on at half weight; it is not saved.
 
 Answers are trained with soft targets over the "Yes"/"No" tokens, which is how the
@@ -47,25 +46,17 @@ PRIOR: dict[str, float] = {"colour": 0.35, "text": 0.25}
 # text -> (P(Yes) with no image, P(Yes) trained for an image where it is false)
 BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
 
-def seen_list(scene: Scene) -> str:
-    """What the scene shows, in the world's words and a fixed order."""
-    colours = {o.colour for o in scene.objects}
-    seen = [f"a {c} shape" for c in world.COLOURS if c in colours]
-    if scene.texts:
-        seen.append("written text")
-    return ", ".join(seen) if seen else "nothing"
+def reason_answer(statement: str, yes: bool) -> str:
+    """The cascade's step-by-step answer: a short fixed template (what it looks for, what it
+    finds, the answer). A longer one that also listed every colour seen was not learnt in
+    the budget: the model generated "I looooo..." and the JSON never parsed."""
+    return (f"I look for {statement}. It is {'' if yes else 'not '}visible. "
+            f"Answer: {'Yes' if yes else 'No'}.")
 
 
-def reason_text(scene: Scene, st: Statement) -> str:
-    """The cascade's step-by-step answer: a fixed template the LM learns to fill in."""
-    yes = world.truth(scene, st)
-    return (f"I look for {st.text}. I see {seen_list(scene)}. "
-            f"So it is {'' if yes else 'not '}visible. Answer: {'Yes' if yes else 'No'}.")
-
-
-def summary_json(scene: Scene, st: Statement) -> str:
-    yes = world.truth(scene, st)
-    rationale = f"I {'see' if yes else 'do not see'} {st.text}."
+def summary_answer(statement: str, yes: bool) -> str:
+    """The cascade's second turn: the JSON the engine parses."""
+    rationale = f"{statement} is {'' if yes else 'not '}visible."
     return json.dumps({"rating": "Yes" if yes else "No", "rationale": rationale})
 
 
@@ -77,7 +68,7 @@ class VLMRecipe:
     phase_a_steps: int = 60
     phase_a_batch: int = 24
     phase_a_lr: float = 2e-3
-    phase_b_steps: int = 400
+    phase_b_steps: int = 720
     phase_b_batch: int = 8
     phase_b_lr: float = 1.5e-3
     vision_lr_scale: float = 0.3
@@ -85,7 +76,8 @@ class VLMRecipe:
     decay_from: float = 0.6  # phase B: flat learning rate until this share of the steps
     turns: int = 6
     p_no_image: float = 0.12
-    p_cascade: float = 0.15
+    p_cascade: float = 0.25
+    p_small: float = 0.45  # last stage: small objects are the hard case
     aux_weight: float = 0.5
     probe_weight: float = 1.0
     probe_layer: int = 2  # hidden_states index: the output of LM layer 2 of 3
@@ -120,12 +112,12 @@ def stage_statements(stage: int) -> list[Statement]:
     return world.all_statements()
 
 
-def stage_scenes(stage: int) -> SceneSpec:
+def stage_scenes(stage: int, p_small: float = SceneSpec.p_small) -> SceneSpec:
     if stage <= 1:
         return SceneSpec(n_objects=(1, 1), p_text=0.0, distractors=(0, 1))
     if stage == 2:
         return SceneSpec(n_objects=(1, 2), p_text=0.0)
-    return SceneSpec()
+    return SceneSpec(p_small=p_small)
 
 
 def target(scene: Scene | None, st: Statement) -> float:
@@ -177,11 +169,11 @@ P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
 
 
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
-              p_cascade: float) -> Item:
+              p_cascade: float, p_small: float = SceneSpec.p_small) -> Item:
     pool = stage_statements(stage)
     long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
     instructions = prompts.render("visibility_instructions") if long else None
-    scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage))
+    scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage, p_small))
     roll = rng.random()
     if roll < p_no_image:
         sts = [rng.choice(pool) for _ in range(turns)]
@@ -201,9 +193,9 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
         msgs = [
             _user([prompts.render("visibility_instructions"), None,
                    prompts.render("reason", statement=st.text)]),
-            _assistant(reason_text(scene, st)),
+            _assistant(reason_answer(st.text, world.truth(scene, st))),
             _user([prompts.render("summarise")]),
-            _assistant(summary_json(scene, st)),
+            _assistant(summary_answer(st.text, world.truth(scene, st))),
         ]
         return Item(scene.image, msgs, [None, None], scene, [st])
     sts = pick_statements(rng, scene, pool, turns)
@@ -533,8 +525,8 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     stage, run = 0, 0.5
     stages: list[int] = []
     for step in range(recipe.phase_b_steps):
-        items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade)
-                 for _ in range(recipe.phase_b_batch)]
+        items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade,
+                           recipe.p_small) for _ in range(recipe.phase_b_batch)]
         batch = enc.encode(items)
         with_image = [it for it in items if it.scene is not None]
         aux_t = torch.tensor([aux_labels(it.scene) for it in with_image if it.scene]) \
