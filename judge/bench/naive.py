@@ -31,14 +31,15 @@ from judge import prompts
 from judge.constitution.schema import CompiledRule, Lock, PreconditionSpec
 from judge.engine.cascade import CascadeItem, run_cascade
 from judge.engine.procedure import (
-    PROMPTS,
     JudgeOptions,
     Locator,
     Relevance,
-    image_outcome,
+    make_verdict,
+    model_failure,
     rule_thresholds,
+    unreadable,
 )
-from judge.engine.verdict import Box, PreconditionEvidence, RuleVerdict, RunInfo, Verdict
+from judge.engine.verdict import Box, PreconditionEvidence, RuleVerdict, Verdict
 from judge.errors import BackendError, ImageError, InputError
 from judge.models.base import Backend, YesNoQuery, YesNoResult
 from judge.thresholds import Thresholds
@@ -144,26 +145,16 @@ class NaiveJudge:
             loaded = load_image(str(source) if isinstance(source, Path) else source,
                                 image_id=image_id)
         except ImageError as error:
-            shown = image_id or (str(source) if isinstance(source, (str, Path)) else "<image>")
-            return Verdict(image_id=shown, outcome="error", error=str(error))
+            return unreadable(image_id, source, error)
         pixels = fit_pixels(loaded.image, self.backend.max_image_pixels)
         rules, calls = await self.judge_pixels(pixels, loaded.sha256[:16])
-        outcome, violated, undecided = image_outcome(rules)
-        return Verdict(
-            image_id=loaded.image_id,
-            sha256=loaded.sha256,
-            outcome=outcome,  # type: ignore[arg-type]
-            violated=violated,
-            undecided=undecided,
-            rules=rules,
-            run=RunInfo(
-                model_id=self.backend.model_id,
-                backend=self.backend.kind,
-                lock_hash=self.lock.lock_hash(),
-                prompt_versions=prompts.versions(*PROMPTS),
-                timings={"total": round(time.perf_counter() - started, 6)},
-                calls=dict(calls),
-            ),
+        return make_verdict(
+            loaded,
+            rules,
+            backend=self.backend,
+            lock=self.lock,
+            calls=calls,
+            timings={"total": time.perf_counter() - started},
         )
 
     async def judge_pixels(
@@ -175,10 +166,7 @@ class NaiveJudge:
         try:
             rules = await self._rules(work)
         except BackendError as error:
-            rules = [
-                RuleVerdict(rule_id=r.id, outcome="undecided", reason=f"model failure: {error}")
-                for r in self.rules
-            ]
+            rules = model_failure(self.rules, error)
         return rules, work.calls
 
     async def _rules(self, work: _Image) -> list[RuleVerdict]:

@@ -31,16 +31,17 @@ from judge import prompts
 from judge.constitution.schema import Lock
 from judge.engine.priors import PriorCache
 from judge.engine.procedure import (
-    PROMPTS,
     JudgeOptions,
     Locator,
     Relevance,
     Setup,
-    image_outcome,
     judge_image,
+    make_verdict,
+    model_failure,
     rule_thresholds,
+    unreadable,
 )
-from judge.engine.verdict import RuleVerdict, RunInfo, Verdict
+from judge.engine.verdict import Verdict
 from judge.errors import BackendError, ImageError, InputError
 from judge.models.base import Backend
 from judge.store import Store
@@ -246,8 +247,7 @@ class Judge:
         try:
             loaded = await asyncio.to_thread(self._load, source, image_id)
         except ImageError as error:
-            shown = image_id or (str(source) if isinstance(source, (str, Path)) else "<image>")
-            return Verdict(image_id=shown, outcome="error", error=str(error))
+            return unreadable(image_id, source, error)
         load_s = time.perf_counter() - started
         verdicts = [await self._judge_frame(frame, load_s) for frame in loaded]
         verdict = _combine(verdicts)
@@ -284,31 +284,17 @@ class Judge:
         try:
             result = await judge_image(setup, pixels, key)
         except BackendError as error:
-            rules = [
-                RuleVerdict(rule_id=r.id, outcome="undecided", reason=f"model failure: {error}")
-                for r in setup.rules
-            ]
-            calls: Counter[str] = Counter()
-            timings: dict[str, float] = {}
+            rules, calls, timings = model_failure(setup.rules, error), Counter[str](), {}
         else:
             rules, calls, timings = result.rules, result.calls, result.timings
-        outcome, violated, undecided = image_outcome(rules)
-        return Verdict(
-            image_id=loaded.image_id,
-            sha256=loaded.sha256,
-            outcome=outcome,  # type: ignore[arg-type]
-            violated=violated,
-            undecided=undecided,
-            rules=rules,
+        return make_verdict(
+            loaded,
+            rules,
+            backend=self._backend,
+            lock=self._lock_obj,
+            calls=calls,
+            timings={"load": load_s, **timings},
             frame=loaded.frame if self.options.all_frames else None,
-            run=RunInfo(
-                model_id=self._backend.model_id,
-                backend=self._backend.kind,
-                lock_hash=self._lock_obj.lock_hash(),
-                prompt_versions=prompts.versions(*PROMPTS),
-                timings={"load": round(load_s, 6), **{k: round(v, 6) for k, v in timings.items()}},
-                calls=dict(calls),
-            ),
         )
 
     async def astream(

@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from PIL import Image
@@ -43,6 +44,8 @@ from judge.engine.verdict import (
     Box,
     PreconditionEvidence,
     RuleVerdict,
+    RunInfo,
+    Verdict,
 )
 from judge.models.base import Backend, YesNoQuery, YesNoResult
 from judge.thresholds import Thresholds
@@ -597,3 +600,48 @@ def image_outcome(rules: Sequence[RuleVerdict]) -> tuple[str, list[str], list[st
     if undecided or any(r.outcome == "skipped" for r in rules):
         return "undecided", violated, undecided
     return "safe", violated, undecided
+
+
+def model_failure(rules: Sequence[CompiledRule], error: Exception) -> list[RuleVerdict]:
+    """Every rule undecided, because the back end failed as a whole."""
+    return [
+        RuleVerdict(rule_id=r.id, outcome="undecided", reason=f"model failure: {error}")
+        for r in rules
+    ]
+
+
+def unreadable(image_id: str | None, source: object, error: Exception) -> Verdict:
+    """The verdict for an image that could not be read: outcome "error", never "safe"."""
+    shown = image_id or (str(source) if isinstance(source, (str, Path)) else "<image>")
+    return Verdict(image_id=shown, outcome="error", error=str(error))
+
+
+def make_verdict(
+    loaded: Any,
+    rules: list[RuleVerdict],
+    *,
+    backend: Backend,
+    lock: Lock,
+    calls: Mapping[str, int],
+    timings: Mapping[str, float],
+    frame: int | None = None,
+) -> Verdict:
+    """The image's verdict from its rule verdicts (`loaded`: a judge.images.LoadedImage)."""
+    outcome, violated, undecided = image_outcome(rules)
+    return Verdict(
+        image_id=loaded.image_id,
+        sha256=loaded.sha256,
+        outcome=outcome,  # type: ignore[arg-type]
+        violated=violated,
+        undecided=undecided,
+        rules=rules,
+        frame=frame,
+        run=RunInfo(
+            model_id=backend.model_id,
+            backend=backend.kind,
+            lock_hash=lock.lock_hash(),
+            prompt_versions=prompts.versions(*PROMPTS),
+            timings={k: round(v, 6) for k, v in timings.items()},
+            calls=dict(calls),
+        ),
+    )
