@@ -16,11 +16,19 @@ asynchronous methods on one Judge.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -171,7 +179,9 @@ class Judge:
         self.options = options or JudgeOptions()
         defaults = self._lock_obj.defaults
         model = model or defaults.model
-        toy = _toy() if model == "toy" else None
+        # Built or loaded only for the parts that need it (not with a back end given and
+        # relevance and locator named or off).
+        toy = functools.cache(_toy) if model == "toy" else None
         self._owns_backend = not isinstance(backend, Backend)
         if isinstance(backend, Backend):
             self._backend = backend
@@ -189,7 +199,7 @@ class Judge:
 
     # ---- construction helpers ------------------------------------------------------
 
-    def _make_relevance(self, spec: str | None, toy: Any) -> Relevance:
+    def _make_relevance(self, spec: str | None, toy: Callable[[], Any] | None) -> Relevance:
         if spec == "off" or not self.options.relevance:
             return None
         if spec == "vlm":
@@ -197,17 +207,17 @@ class Judge:
         from judge.vision.relevance import VlmRelevance, make_relevance
 
         if spec is None and toy is not None:
-            spec = f"clip:{toy.clip}"
+            spec = f"clip:{toy().clip}"
         scorer = make_relevance(spec)
         if isinstance(scorer, VlmRelevance):
             return "vlm"
         return scorer
 
-    def _make_locator(self, spec: str | None, toy: Any) -> Locator | None:
+    def _make_locator(self, spec: str | None, toy: Callable[[], Any] | None) -> Locator | None:
         if spec == "off" or not self.options.center:
             return None
         if spec is None:
-            spec = str(toy.owl) if toy is not None else DEFAULT_LOCATOR
+            spec = str(toy().owl) if toy is not None else DEFAULT_LOCATOR
         from judge.vision.locator import Owlv2Locator
 
         return Owlv2Locator(spec)
