@@ -119,6 +119,7 @@ def train_all(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
 
     _one_thread()
     t0 = time.time()
+    report: dict[str, Any]
     if (os.cpu_count() or 1) < 2:
         report = {"vlm": _train_vlm_process(out / "vlm")}
         report |= {"clip": train_clip(out / "clip", log=log),

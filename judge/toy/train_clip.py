@@ -107,21 +107,27 @@ class CLIPRecipe:
     patch: int = 16
 
 
+def tower_configs(recipe: Any, tokenizer: Any, image_size: int) -> dict[str, Any]:
+    """Text and vision tower settings of a tiny CLIP-style model (the toy CLIP and OWLv2)."""
+    common = {"hidden_size": recipe.hidden, "intermediate_size": recipe.hidden * 4,
+              "num_hidden_layers": recipe.layers, "num_attention_heads": recipe.heads}
+    return {
+        "text_config": {**common, "vocab_size": len(tokenizer),
+                        "max_position_embeddings": tokenizer.model_max_length,
+                        "bos_token_id": tokenizer.bos_token_id,
+                        "eos_token_id": tokenizer.eos_token_id,
+                        "pad_token_id": tokenizer.pad_token_id},
+        "vision_config": {**common, "image_size": image_size, "patch_size": recipe.patch},
+        "projection_dim": 128,
+    }
+
+
 def new_clip(recipe: CLIPRecipe) -> tuple[Any, Any]:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     tokenizer = build_clip_tokenizer()
-    common = {"hidden_size": recipe.hidden, "intermediate_size": recipe.hidden * 4,
-              "num_hidden_layers": recipe.layers, "num_attention_heads": recipe.heads}
-    config = CLIPConfig(
-        text_config={**common, "vocab_size": len(tokenizer), "max_position_embeddings": 32,
-                     "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={**common, "image_size": CLIP_IMAGE, "patch_size": recipe.patch},
-        projection_dim=128,
-    )
+    config = CLIPConfig(**tower_configs(recipe, tokenizer, CLIP_IMAGE))
     torch.manual_seed(recipe.seed)
     model = CLIPModel(config)
     image_processor = CLIPImageProcessor(

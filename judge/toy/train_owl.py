@@ -59,20 +59,11 @@ def new_owl(recipe: OwlRecipe) -> tuple[Any, Any]:
         Owlv2Processor,
     )
 
-    from judge.toy.train_clip import build_clip_tokenizer
+    from judge.toy.train_clip import build_clip_tokenizer, tower_configs
 
     tokenizer = build_clip_tokenizer()
     tokenizer.model_max_length = 16
-    common = {"hidden_size": recipe.hidden, "intermediate_size": recipe.hidden * 4,
-              "num_hidden_layers": recipe.layers, "num_attention_heads": recipe.heads}
-    config = Owlv2Config(
-        text_config={**common, "vocab_size": len(tokenizer), "max_position_embeddings": 16,
-                     "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={**common, "image_size": OWL_IMAGE, "patch_size": recipe.patch},
-        projection_dim=128,
-    )
+    config = Owlv2Config(**tower_configs(recipe, tokenizer, OWL_IMAGE))
     torch.manual_seed(recipe.seed)
     model = Owlv2ForObjectDetection(config)
     # From-config init saturates the box head's sigmoid (boxes at 0/1, no gradient):
