@@ -47,16 +47,18 @@ PRIOR: dict[str, float] = {"colour": 0.35, "text": 0.25}
 BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
 
 def reason_answer(statement: str, yes: bool) -> str:
-    """The cascade's step-by-step answer: a short fixed template (what it looks for, what it
-    finds, the answer). A longer one that also listed every colour seen was not learnt in
-    the budget: the model generated "I looooo..." and the JSON never parsed."""
-    return (f"I look for {statement}. It is {'' if yes else 'not '}visible. "
-            f"Answer: {'Yes' if yes else 'No'}.")
+    """The cascade's step-by-step answer: a short fixed template (what it looks for, the
+    answer, what that means). The answer token comes early so that it is trained like the
+    Yes/No answers (soft target and probes, see `Encoder`); a template that first listed
+    every colour seen was not learnt in the budget ("I looooo...", JSON never parsed)."""
+    word = "Yes" if yes else "No"
+    return f"I look for {statement}. Answer: {word}, it is {'' if yes else 'not '}visible."
 
 
 def summary_answer(statement: str, yes: bool) -> str:
-    """The cascade's second turn: the JSON the engine parses."""
-    rationale = f"{statement} is {'' if yes else 'not '}visible."
+    """The cascade's second turn: the JSON the engine parses. The rationale does not repeat
+    the statement: copying it from two turns back, the model named the wrong colour."""
+    rationale = f"it is {'' if yes else 'not '}visible in the image."
     return json.dumps({"rating": "Yes" if yes else "No", "rationale": rationale})
 
 
@@ -76,7 +78,8 @@ class VLMRecipe:
     decay_from: float = 0.6  # phase B: flat learning rate until this share of the steps
     turns: int = 6
     p_no_image: float = 0.12
-    p_cascade: float = 0.25
+    p_cascade: float = 0.3
+    cascade_rounds: int = 2  # cascades (reasoning + JSON) per cascade chat
     p_small: float = 0.45  # last stage: small objects are the hard case
     aux_weight: float = 0.5
     probe_weight: float = 1.0
@@ -146,9 +149,12 @@ def pick_statements(rng: random.Random, scene: Scene, pool: list[Statement],
 class Item:
     image: Any  # PIL image or None
     messages: list[dict[str, Any]]
-    targets: list[float | None]  # per assistant turn: P(Yes) target, or None for text
+    # Per assistant turn: a P(Yes) target for a one-word answer, or None for a text turn,
+    # whose first Yes/No token is then trained as a decision with `decisions`' target.
+    targets: list[float | None]
     scene: Scene | None
-    statements: list[Statement]
+    statements: list[Statement]  # per assistant turn: what it is about
+    decisions: list[float | None] = field(default_factory=list)
 
 
 def _user(parts: list[Any]) -> dict[str, Any]:
@@ -169,7 +175,8 @@ P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
 
 
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
-              p_cascade: float, p_small: float = SceneSpec.p_small) -> Item:
+              p_cascade: float, p_small: float = SceneSpec.p_small,
+              cascade_rounds: int = 1) -> Item:
     pool = stage_statements(stage)
     long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
     instructions = prompts.render("visibility_instructions") if long else None
@@ -189,15 +196,7 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
     # The cascade's text only in the last stage: added earlier, its many text tokens
     # knocked the Yes/No answers back to chance.
     if roll < p_no_image + p_cascade and stage >= N_STAGES - 1:
-        st = pick_statements(rng, scene, pool, 1)[0]
-        msgs = [
-            _user([prompts.render("visibility_instructions"), None,
-                   prompts.render("reason", statement=st.text)]),
-            _assistant(reason_answer(st.text, world.truth(scene, st))),
-            _user([prompts.render("summarise")]),
-            _assistant(summary_answer(st.text, world.truth(scene, st))),
-        ]
-        return Item(scene.image, msgs, [None, None], scene, [st])
+        return cascade_item(rng, scene, pool, cascade_rounds)
     sts = pick_statements(rng, scene, pool, turns)
     msgs = []
     tg = []
@@ -209,6 +208,23 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
         msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
         tg.append(t)
     return Item(scene.image, msgs, tg, scene, sts)
+
+
+def cascade_item(rng: random.Random, scene: Scene, pool: list[Statement], rounds: int) -> Item:
+    """A chat of `rounds` cascades about one image: the first exactly as the engine asks
+    ([instructions][image][reason], then the summary request), later ones asking again."""
+    msgs: list[dict[str, Any]] = []
+    statements: list[Statement] = []
+    decisions: list[float | None] = []
+    for k, st in enumerate(pick_statements(rng, scene, pool, rounds)):
+        yes = world.truth(scene, st)
+        reason = prompts.render("reason", statement=st.text)
+        first = [prompts.render("visibility_instructions"), None, reason] if k == 0 else [reason]
+        msgs += [_user(first), _assistant(reason_answer(st.text, yes)),
+                 _user([prompts.render("summarise")]), _assistant(summary_answer(st.text, yes))]
+        statements += [st, st]
+        decisions += [float(yes), float(yes)]
+    return Item(scene.image, msgs, [None] * len(msgs[1::2]), scene, statements, decisions)
 
 
 # ---- batching --------------------------------------------------------------------------
@@ -241,6 +257,14 @@ class Encoder:
         self.image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
         self.yes = tok.convert_tokens_to_ids(tok.tokenize("Yes")[0])
         self.no = tok.convert_tokens_to_ids(tok.tokenize("No")[0])
+        # The answer inside text turns ("Answer: Yes", '"rating": "Yes"'): id -> (yes, no)
+        pairs = [(self.yes, self.no)]
+        for text in (" Yes", " No"):
+            if len(tok.tokenize(text)) != 1:
+                raise RuntimeError(f"toy tokenizer: {text!r} is not one token")
+        pairs.append((tok.convert_tokens_to_ids(tok.tokenize(" Yes")[0]),
+                      tok.convert_tokens_to_ids(tok.tokenize(" No")[0])))
+        self.label_pair = {i: pair for pair in pairs for i in pair}
         self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
         self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
         self.header = tok.encode("assistant\n", add_special_tokens=False)
@@ -264,10 +288,11 @@ class Encoder:
         ids = enc["input_ids"]
         inputs = {"input_ids": ids, "attention_mask": enc["attention_mask"],
                   "mm_token_type_ids": (ids == self.image_pad).long(), **inputs}
-        # (row, position of the token predicted, kind): soft Yes/No or hard token
+        # Soft Yes/No answers: (row, position of the answer, target, its yes/no ids)
         soft_rows: list[int] = []
         soft_pos: list[int] = []
         soft_t: list[float] = []
+        soft_ids: list[tuple[int, int]] = []
         soft_st: list[int] = []  # which statement each answer is about (for the probes)
         soft_seen: list[list[float]] = []  # the scene's statement truths, NaN if no image
         index = {st.text: i for i, st in enumerate(world.all_statements())}
@@ -278,22 +303,30 @@ class Encoder:
             if len(spans) != len(it.targets):
                 raise RuntimeError("toy training: assistant turns and targets disagree")
             seen = aux_labels(it.scene) if it.scene is not None else [math.nan] * len(index)
+            decisions = it.decisions or [None] * len(spans)
             for i, ((start, end), t) in enumerate(zip(spans, it.targets, strict=True)):
+                answer, target_t = start, t
                 if t is None:
                     hard[r, start:end + 1] = ids[r, start:end + 1]
+                    if decisions[i] is None:
+                        continue
+                    answer = next(p for p in range(start, end) if row[p] in self.label_pair)
+                    target_t = decisions[i]
                 else:
-                    soft_rows.append(r)
-                    soft_pos.append(start)
-                    soft_t.append(t)
-                    soft_st.append(index[it.statements[i].text])
-                    soft_seen.append(seen)
                     hard[r, start + 1:end + 1] = ids[r, start + 1:end + 1]  # the im_end
+                soft_rows.append(r)
+                soft_pos.append(answer)
+                soft_t.append(float(target_t))  # type: ignore[arg-type]
+                soft_ids.append(self.label_pair[row[answer]])
+                soft_st.append(index[it.statements[i].text])
+                soft_seen.append(seen)
         return {
             "inputs": inputs,
             "hard": hard,
             "soft_rows": torch.tensor(soft_rows, dtype=torch.long),
             "soft_pos": torch.tensor(soft_pos, dtype=torch.long),
             "soft_t": torch.tensor(soft_t, dtype=torch.float32),
+            "soft_ids": torch.tensor(soft_ids, dtype=torch.long).reshape(-1, 2),
             "soft_st": torch.tensor(soft_st, dtype=torch.long),
             "soft_seen": torch.tensor(soft_seen, dtype=torch.float32).reshape(-1, len(index)),
         }
@@ -371,7 +404,9 @@ def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
     rows, pos, t = batch["soft_rows"], batch["soft_pos"], batch["soft_t"]
     if len(rows):
         sel = lp[rows, pos - 1]  # predicting the answer token
-        ly, ln = sel[:, enc.yes], sel[:, enc.no]
+        pair = batch["soft_ids"]
+        ly = sel.gather(1, pair[:, :1]).squeeze(1)
+        ln = sel.gather(1, pair[:, 1:]).squeeze(1)
         soft_loss = -(t * ly + (1 - t) * ln).mean()
         loss = loss + soft_loss
         m = torch.sigmoid(ly - ln).detach()
@@ -526,7 +561,8 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     stages: list[int] = []
     for step in range(recipe.phase_b_steps):
         items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade,
-                           recipe.p_small) for _ in range(recipe.phase_b_batch)]
+                           recipe.p_small, recipe.cascade_rounds)
+                 for _ in range(recipe.phase_b_batch)]
         batch = enc.encode(items)
         with_image = [it for it in items if it.scene is not None]
         aux_t = torch.tensor([aux_labels(it.scene) for it in with_image if it.scene]) \
