@@ -127,7 +127,9 @@ def test_slow_server_times_out_with_bounded_retries(misbehaving_server: Any) -> 
     assert all(r.error and "no answer within 0.4 s (after 3 attempts)" in r.error for r in results)
     assert all(r.m is None for r in results)
     assert server.chat_count == 6  # 2 queries x 3 attempts, never more
-    assert elapsed < 3 * 0.4 + 0.1 + 0.2 + 1.5
+    # One image: its first query goes alone (so the server caches its prefix), then the
+    # other, so the two give up one after the other.
+    assert elapsed < 2 * (3 * 0.4 + 0.1 + 0.2) + 1.5
 
 
 def test_500s_are_retried_with_exponential_backoff(misbehaving_server: Any) -> None:
@@ -416,3 +418,26 @@ def test_doctor_command_prints_table_and_exit_code(
     with pytest.raises(SystemExit) as info:
         main(["doctor", "--server", good.url])
     assert info.value.code == 0
+
+
+def test_first_query_about_an_image_goes_alone(misbehaving_server: Any) -> None:
+    """vLLM reuses a prefix only once a request has computed it: the first query about a
+    new image is sent alone, the rest together after it; a known image sends all at once."""
+    server = misbehaving_server(delay=0.3)
+    other = YesNoQuery("Look.", "Statement: blue?", Image.new("RGB", (32, 32), (0, 0, 255)))
+
+    async def main() -> list[int]:
+        backend = server_backend(server.url)
+        peaks = []
+        try:
+            # Image one: 1 query alone, then 3 at once; image two: 1, beside the first.
+            for batch in ([*queries(4), other], queries(4), queries(4, image=False)):
+                server.max_in_flight = 0
+                await backend.yes_no(batch)
+                peaks.append(server.max_in_flight)
+        finally:
+            await backend.aclose()
+        return peaks
+
+    # Then the known image: all 4 at once; and with no image, no prefix to warm.
+    assert run(main()) == [3, 4, 4]

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +39,8 @@ from judge.models.base import Backend, Chat, Generation, Message, YesNoQuery, Ye
 from judge.models.registry import require
 
 log = logging.getLogger(__name__)
+# How many recently seen images `yes_no` remembers as already cached on the server.
+_WARM_IMAGES = 4096
 
 T = TypeVar("T")
 
@@ -179,6 +183,8 @@ class VLLMServerBackend(Backend):
         self._use_token_ids = False
         self._json_schema_ok = True
         self._started = False
+        # Images whose prefix the server has recently computed (see `yes_no`).
+        self._warm: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
         key = ", api_key=***" if self._api_key is not None else ""
@@ -536,7 +542,34 @@ class VLLMServerBackend(Backend):
         await self._ensure_started()
         chats = [yes_no_chat(q) for q in queries]
         urls = await self._image_urls(chats)
-        results = await asyncio.gather(*(self._yes_no_one(to_openai(c, urls)) for c in chats))
+        results: list[YesNoResult] = [YesNoResult.failed("not sent")] * len(chats)
+        groups: dict[str | None, list[int]] = {}
+        for i, q in enumerate(queries):
+            image = urls[id(q.image)] if q.image is not None else None
+            groups.setdefault(image and hashlib.sha1(image.encode()).hexdigest(), []).append(i)
+
+        async def send(indices: list[int]) -> None:
+            answers = await asyncio.gather(
+                *(self._yes_no_one(to_openai(chats[i], urls)) for i in indices)
+            )
+            for i, answer in zip(indices, answers, strict=True):
+                results[i] = answer
+
+        async def image_group(key: str | None, indices: list[int]) -> None:
+            # The server reuses a cached prefix only once a request has computed it:
+            # queries about one image sent together would each compute the image's
+            # blocks. So the first query about a new image goes alone, the rest after it.
+            if key is not None and len(indices) > 1 and key not in self._warm:
+                await send(indices[:1])
+                indices = indices[1:]
+            if key is not None:
+                self._warm[key] = None
+                self._warm.move_to_end(key)
+                while len(self._warm) > _WARM_IMAGES:
+                    self._warm.popitem(last=False)
+            await send(indices)
+
+        await asyncio.gather(*(image_group(k, idx) for k, idx in groups.items()))
         self.stats.yes_no_queries += len(results)
         for r in results:
             self.stats.failures += r.error is not None

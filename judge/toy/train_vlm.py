@@ -70,13 +70,13 @@ class VLMRecipe:
     phase_a_steps: int = 60
     phase_a_batch: int = 24
     phase_a_lr: float = 2e-3
-    phase_b_steps: int = 720
+    phase_b_steps: int = 640
     phase_b_batch: int = 8
     phase_b_lr: float = 1.5e-3
     vision_lr_scale: float = 0.3
     warmup: int = 20
     decay_from: float = 0.6  # phase B: flat learning rate until this share of the steps
-    turns: int = 6
+    turns: int = 5
     p_no_image: float = 0.12
     p_cascade: float = 0.3
     cascade_rounds: int = 2  # cascades (reasoning + JSON) per cascade chat
