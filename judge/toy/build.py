@@ -123,12 +123,12 @@ def train_all(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     if (os.cpu_count() or 1) < 2:
         report = {"vlm": _train_vlm_process(out / "vlm")}
         report |= {"clip": train_clip(out / "clip", log=log),
-                   "owlv2": train_owl(out / "owlv2", log=log)}
+                   "owlv2": train_owl(out / "owlv2", log=log, clip_dir=out / "clip")}
     else:
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             vlm = pool.submit(_train_vlm_process, out / "vlm")
             report = {"clip": train_clip(out / "clip", log=log),
-                      "owlv2": train_owl(out / "owlv2", log=log)}
+                      "owlv2": train_owl(out / "owlv2", log=log, clip_dir=out / "clip")}
             report["vlm"] = vlm.result()
     report["seconds"] = time.time() - t0
     return report

@@ -8,8 +8,9 @@ Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-traini
   model's own chat template: the first turn is exactly the judge's single-turn query
   [instructions][image][question] -> "Yes"/"No"; further question turns about the same
   image follow (many labels per image for one image encoding). Some chats carry no image
-  (the language prior), some are the cascade's two turns (a fixed template: "I look for
-  <statement>. It is (not) visible. Answer: Yes/No.", then the JSON). A curriculum
+  (the language prior), some are the cascade's two turns (a fixed template that starts
+  with the answer, "Yes: I can see it ...", then the JSON), whose answer tokens are
+  trained like the Yes/No answers. A curriculum
   starts with one fixed statement ("a red shape") on one-object scenes and widens on
   running accuracy: two colours, all colours, then the full task. The learning rate stays
   flat until the last 40% of the steps (a decaying rate starved the later stages).
@@ -47,17 +48,18 @@ PRIOR: dict[str, float] = {"colour": 0.35, "text": 0.25}
 BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
 
 def reason_answer(statement: str, yes: bool) -> str:
-    """The cascade's step-by-step answer: a short fixed template (what it looks for, the
-    answer, what that means). The answer token comes early so that it is trained like the
-    Yes/No answers (soft target and probes, see `Encoder`); a template that first listed
-    every colour seen was not learnt in the budget ("I looooo...", JSON never parsed)."""
-    word = "Yes" if yes else "No"
-    return f"I look for {statement}. Answer: {word}, it is {'' if yes else 'not '}visible."
+    """The cascade's step-by-step answer: a short fixed template whose first token is the
+    answer, where the Yes/No answers also stand, so it is trained like them (soft target and
+    probes, see `Encoder`). Templates that restated the statement first were not learnt in
+    the budget: the model copied a colour of the image instead of the statement's, and a
+    template listing every colour seen came out as "I looooo..."."""
+    if yes:
+        return "Yes: I can see it in the image, so the statement holds."
+    return "No: I cannot see it in the image, so the statement does not hold."
 
 
 def summary_answer(statement: str, yes: bool) -> str:
-    """The cascade's second turn: the JSON the engine parses. The rationale does not repeat
-    the statement: copying it from two turns back, the model named the wrong colour."""
+    """The cascade's second turn: the JSON the engine parses."""
     rationale = f"it is {'' if yes else 'not '}visible in the image."
     return json.dumps({"rating": "Yes" if yes else "No", "rationale": rationale})
 
@@ -70,16 +72,16 @@ class VLMRecipe:
     phase_a_steps: int = 60
     phase_a_batch: int = 24
     phase_a_lr: float = 2e-3
-    phase_b_steps: int = 640
+    phase_b_steps: int = 560
     phase_b_batch: int = 8
     phase_b_lr: float = 1.5e-3
     vision_lr_scale: float = 0.3
     warmup: int = 20
     decay_from: float = 0.6  # phase B: flat learning rate until this share of the steps
-    turns: int = 5
+    turns: int = 4
     p_no_image: float = 0.12
     p_cascade: float = 0.3
-    cascade_rounds: int = 2  # cascades (reasoning + JSON) per cascade chat
+    cascade_rounds: int = 1  # cascades (reasoning + JSON) per cascade chat
     p_small: float = 0.45  # last stage: small objects are the hard case
     aux_weight: float = 0.5
     probe_weight: float = 1.0
