@@ -52,12 +52,8 @@ class InProcessBackend(Backend):
 
     async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
         results = await self._yes_no_batches.submit(queries)
-        self.stats.yes_no_queries += len(results)
         self.stats.requests += 1
-        for r in results:
-            self.stats.failures += r.error is not None
-            self.stats.prompt_tokens += r.prompt_tokens
-            self.stats.cached_tokens += r.cached_tokens
+        self.stats.count_yes_no(results)
         return results
 
     async def generate(
@@ -67,12 +63,8 @@ class InProcessBackend(Backend):
         json_schema: dict[str, Any] | None = None,
     ) -> list[Generation]:
         results = await self._gen_batches.submit([(c, max_tokens, json_schema) for c in chats])
-        self.stats.generations += len(results)
         self.stats.requests += 1
-        for g in results:
-            self.stats.failures += g.error is not None
-            self.stats.prompt_tokens += g.prompt_tokens
-            self.stats.completion_tokens += g.completion_tokens
+        self.stats.count_generations(results)
         return results
 
     def _checks(self, model: str, logprobs: str) -> list[tuple[str, bool, str]]:

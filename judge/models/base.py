@@ -114,6 +114,20 @@ class CallStats:
     completion_tokens: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
+    def count_yes_no(self, results: Sequence[YesNoResult]) -> None:
+        self.yes_no_queries += len(results)
+        for r in results:
+            self.failures += r.error is not None
+            self.prompt_tokens += r.prompt_tokens
+            self.cached_tokens += r.cached_tokens
+
+    def count_generations(self, results: Sequence[Generation]) -> None:
+        self.generations += len(results)
+        for g in results:
+            self.failures += g.error is not None
+            self.prompt_tokens += g.prompt_tokens
+            self.completion_tokens += g.completion_tokens
+
     def snapshot(self) -> dict[str, Any]:
         data = {k: v for k, v in vars(self).items() if k != "extra"}
         data.update(self.extra)

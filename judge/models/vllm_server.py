@@ -570,11 +570,7 @@ class VLLMServerBackend(Backend):
             await send(indices)
 
         await asyncio.gather(*(image_group(k, idx) for k, idx in groups.items()))
-        self.stats.yes_no_queries += len(results)
-        for r in results:
-            self.stats.failures += r.error is not None
-            self.stats.prompt_tokens += r.prompt_tokens
-            self.stats.cached_tokens += r.cached_tokens
+        self.stats.count_yes_no(results)
         return list(results)
 
     # -- generation ----------------------------------------------------------------------
@@ -637,11 +633,7 @@ class VLLMServerBackend(Backend):
         results = await asyncio.gather(
             *(self._generate_one(to_openai(c, urls), max_tokens, json_schema) for c in chats)
         )
-        self.stats.generations += len(results)
-        for g in results:
-            self.stats.failures += g.error is not None
-            self.stats.prompt_tokens += g.prompt_tokens
-            self.stats.completion_tokens += g.completion_tokens
+        self.stats.count_generations(results)
         return list(results)
 
     # -- doctor --------------------------------------------------------------------------
