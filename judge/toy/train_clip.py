@@ -60,7 +60,10 @@ def build_clip_tokenizer(vocab_size: int = 1024) -> Any:
     )
     tok.train_from_iterator(caption_corpus(), trainer=trainer)
     data = json.loads(tok.to_str())
-    vocab = dict(data["model"]["vocab"])
+    # Numbered in a fixed order: the trainer numbers the word-final letters ("d</w>") in
+    # the order of a hash set, which changes from one process to the next.
+    ordered = sorted(data["model"]["vocab"], key=lambda t: (len(t), t))
+    vocab = {token: i for i, token in enumerate(ordered)}
     for name in special:
         vocab[name] = len(vocab)
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
