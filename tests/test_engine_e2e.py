@@ -50,13 +50,6 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return rows
 
 
-def quality_gate(ok: bool, why: str) -> None:
-    """An accuracy target the toy models have not reached is an expected failure, reported
-    as such, never a pass; the plumbing assertions before it still fail for real."""
-    if not ok:
-        pytest.xfail(f"toy models below target: {why}")
-
-
 def score(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> dict[str, Any]:
     """Image-level F1 with "unsafe" positive; an undecided verdict counts as wrong."""
     tp = fp = fn = tn = undecided = 0
@@ -103,13 +96,11 @@ def test_toy_world_on_transformers(
     print(f"hf, no center: {no_center}")
     assert no_center["calls"].get("locator", 0) == 0 and no_center["calls"].get("masked", 0) == 0
     assert base["calls"].get("locator", 0) > 0
-    # What follows depends on how well the toy models learned (issue #4), not on plumbing.
-    quality_gate(base["f1"] >= 0.9, f"F1 {base['f1']} < 0.9")
-    if base["calls"].get("cascade", 0) > 0:
-        quality_gate(
-            no_cascade["undecided"] + no_cascade["wrong"] > base["undecided"] + base["wrong"],
-            "switching the cascade off did not make verdicts worse",
-        )
+    assert base["f1"] >= 0.9, base
+    # The cascade decides what the first pass left uncertain: without it, more verdicts
+    # are undecided or wrong.
+    assert base["calls"].get("cascade", 0) > 0
+    assert no_cascade["undecided"] + no_cascade["wrong"] > base["undecided"] + base["wrong"]
 
 
 def test_toy_world_on_the_vllm_server(
@@ -121,4 +112,4 @@ def test_toy_world_on_the_vllm_server(
     vlm_relevance = run_toy(toy_policy, held_out, tmp_path, server=vllm_server.url, relevance="vlm")
     print(f"vllm-server, vlm relevance: {vlm_relevance}")
     assert vlm_relevance["calls"]["relevance"] > 0
-    quality_gate(base["f1"] >= 0.9, f"F1 {base['f1']} < 0.9")
+    assert base["f1"] >= 0.9, base

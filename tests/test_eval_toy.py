@@ -86,16 +86,11 @@ def test_full_method_beats_the_entire_constitution_baseline(
     # Per-rule results exist for the method, and the report pages were written.
     assert report["methods"][0]["per_rule"]
     assert (out / "report.html").stat().st_size > 1000
-    # Whether the method wins depends on how well the toy models learned (issue #4): an
-    # unmet target is reported as an expected failure, never as a pass.
+    # The method beats asking about the whole constitution at once, as in the paper.
     full, whole = rows["full"], rows["constitution"]
-    wins = (
-        full["decided"] >= N_IMAGES * 0.75
-        and (full["f1"] or 0.0) > (whole["f1"] or 0.0)
-        and (full["accuracy"] or 0.0) > (whole["accuracy"] or 0.0)
-    )
-    if not wins:
-        pytest.xfail(f"toy models below target; the method did not beat 'constitution':\n{table}")
+    assert full["decided"] >= N_IMAGES * 0.75, table
+    assert (full["f1"] or 0.0) > (whole["f1"] or 0.0), table
+    assert (full["accuracy"] or 0.0) > (whole["accuracy"] or 0.0), table
 
 
 def test_calibrate_on_the_toy_set(toy_models: Any, vllm_server: Any, tmp_path: Path) -> None:

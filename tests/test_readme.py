@@ -42,11 +42,9 @@ def test_main_command(toy_models: object) -> None:
     assert argv[0] == ".venv/bin/judge"
     argv[0] = str(Path(sys.executable).parent / "judge")
     result = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    assert "safe" in result.stdout  # a verdict per image (safe or unsafe)
-    # The toy images include unsafe ones: exit 0 would mean the toy models missed them all.
-    if result.returncode != 1:
-        pytest.xfail("toy models below target: every toy image was judged safe")
+    # The toy images include unsafe ones: exit 1, with a verdict per image.
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "unsafe" in result.stdout and "safe" in result.stdout.replace("unsafe", "")
 
 
 @pytest.mark.slow

@@ -51,10 +51,9 @@ def test_vlm_language_prior_is_the_deliberate_bias(vlm_report: Any) -> None:
 
 
 def test_vlm_accuracy_per_statement_kind(vlm_report: Any) -> None:
-    """>= 90% plain Yes/No accuracy for every statement kind the toy constitution uses
-    (the deliberately biased statement apart: a plain 0.5 threshold is wrong for it by
-    design), and at least 80% in each case (large, small, absent) on its own (small colour
-    objects: 85-88% when measured, on about 30 queries)."""
+    """>= 90% plain Yes/No accuracy for every statement kind the toy constitution uses, in
+    each case (large, small, absent) on its own (the deliberately biased statement apart:
+    a plain 0.5 threshold is wrong for it by design)."""
     from judge.toy import world
     from judge.toy.labelled import toy_constitution
 
@@ -64,18 +63,18 @@ def test_vlm_accuracy_per_statement_kind(vlm_report: Any) -> None:
         acc = vlm_report.kind_accuracy[kind]
         assert acc >= 0.9, (kind, acc, vlm_report.accuracy[kind])
         for case, case_acc in vlm_report.accuracy[kind].items():
-            assert case_acc >= 0.8, (kind, case, case_acc, vlm_report.counts[kind])
+            assert case_acc >= 0.9, (kind, case, case_acc, vlm_report.counts[kind])
 
 
-@pytest.mark.xfail(strict=False, reason="measured 2026-11-28: the step-by-step turn is learnt "
-                   "but the JSON summary comes out malformed ('{\"rating\": \"No\", \"\", ...'), "
-                   "0/8 parsed; the cascade needs more phase-B steps than the CI budget allows")
 def test_vlm_cascade_turns(toy_models: Any) -> None:
+    """Free generation (no schema): the step-by-step turn, then JSON that parses and whose
+    rating is right, for the statements the toy constitution uses."""
     from judge.toy.check import cascade_report
 
-    rep = cascade_report(toy_models.vlm, n=4)
+    rep = cascade_report(toy_models.vlm, n=16)
     print("\ncascade:", rep)
-    assert rep["parsed"] >= 0.75, rep
+    assert rep["parsed"] >= 0.9, rep
+    assert rep["right"] >= 0.75, rep  # measured 13/16
 
 
 def test_clip_ranks_the_right_caption_first(toy_models: Any) -> None:
@@ -91,7 +90,10 @@ def test_owl_box_overlaps_the_true_box(toy_models: Any) -> None:
 
     rate = owl_hit_rate(toy_models.owlv2, n=40)
     print("\nOWLv2 hit rate (IoU > 0.3):", rate)
-    assert rate["large"] >= 0.5
+    assert rate["large"] >= 0.6
+    # Among objects of other colours, the box follows the name more often than not
+    # (measured 0.51-0.59; a detector that ignores the name was measured at 0.38).
+    assert rate["named"] >= 0.45
 
 
 def test_models_reload_through_auto_classes(toy_models: Any) -> None:

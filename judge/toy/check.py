@@ -153,14 +153,16 @@ def vlm_report(path: str | Path, n_scenes: int = 60) -> VLMReport:
 
 
 def cascade_report(path: str | Path, n: int = 8, seed: int = HELD_OUT_SEED + 777) -> dict[str, Any]:
-    """Run the cascade's two turns on `n` held-out queries: share of parseable JSON
-    summaries and share whose rating matches the truth."""
+    """Run the cascade's two turns on `n` held-out colour queries (the statements the toy
+    constitution uses): share of parseable JSON summaries and share whose rating matches
+    the truth."""
     import json as _json
 
     vlm = ToyVLM(path)
     parsed = right = 0
     samples: list[str] = []
-    for sc, st in held_out_queries(n, seed=seed, per_scene=1):
+    queries = [q for q in held_out_queries(3 * n, seed=seed, per_scene=1) if q[1].kind == "colour"]
+    for sc, st in queries[:n]:
         turn1 = vlm.messages(st.text, True, kind="reason")
         text1 = vlm.generate(turn1, sc.image)
         chat = [*turn1, {"role": "assistant", "content": [{"type": "text", "text": text1}]},
