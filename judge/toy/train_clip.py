@@ -102,7 +102,9 @@ class CLIPRecipe:
     seed: int = 0
     steps: int = 300  # 200 gave top-1 0.40 among 20 captions in the 4-colour world; 300: 0.53
     batch: int = 48
-    lr: float = 2e-3
+    # 2e-3 sometimes never left chance (held-out top-1 0.10 with one tokenizer numbering,
+    # 0.57 with another); 1e-3 gave 0.58 and 0.62 with seeds 0 and 1, 5e-4 0.57 and 0.60.
+    lr: float = 1e-3
     warmup: int = 20
     hidden: int = 128
     layers: int = 3
