@@ -97,7 +97,7 @@ def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
         texts.append(prompts.render("reason", statement=statement))
         texts.append(prompts.render("relevance_question", subject=statement))
         for yes in (True, False):
-            texts += [reason_answer(statement, yes), summary_answer(statement, yes)]
+            texts += [reason_answer(yes), summary_answer(yes)]
     for name in ("baseline_prior", "baseline_prior_cot"):
         texts.append(prompts.render(name))
     for name in ("baseline_constitution", "baseline_constitution_cot"):

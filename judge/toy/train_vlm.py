@@ -10,10 +10,10 @@ Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-traini
   image follow (many labels per image for one image encoding). Some chats carry no image
   (the language prior), some are the cascade's two turns (a fixed template that starts
   with the answer, "Yes: I can see it ...", then the JSON), whose answer tokens are
-  trained like the Yes/No answers. A curriculum
-  starts with one fixed statement ("a red shape") on one-object scenes and widens on
-  running accuracy: two colours, all colours, then the full task. The learning rate stays
-  flat until the last 40% of the steps (a decaying rate starved the later stages).
+  trained like the Yes/No answers. A curriculum starts with one fixed statement ("a red
+  shape") on one-object scenes and widens on running accuracy: two colours, all colours,
+  then the full task. The learning rate stays flat until the last 40% of the steps (a
+  decaying rate starved the later stages).
   The auxiliary head stays on at half weight; it is not saved.
 
 Answers are trained with soft targets over the "Yes"/"No" tokens, which is how the
@@ -47,7 +47,7 @@ PRIOR: dict[str, float] = {"colour": 0.35, "text": 0.25}
 # text -> (P(Yes) with no image, P(Yes) trained for an image where it is false)
 BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
 
-def reason_answer(statement: str, yes: bool) -> str:
+def reason_answer(yes: bool) -> str:
     """The cascade's step-by-step answer: a short fixed template whose first token is the
     answer, where the Yes/No answers also stand, so it is trained like them (soft target and
     probes, see `Encoder`). Templates that restated the statement first were not learnt in
@@ -58,7 +58,7 @@ def reason_answer(statement: str, yes: bool) -> str:
     return "No: I cannot see it in the image, so the statement does not hold."
 
 
-def summary_answer(statement: str, yes: bool) -> str:
+def summary_answer(yes: bool) -> str:
     """The cascade's second turn: the JSON the engine parses."""
     rationale = f"it is {'' if yes else 'not '}visible in the image."
     return json.dumps({"rating": "Yes" if yes else "No", "rationale": rationale})
@@ -222,8 +222,8 @@ def cascade_item(rng: random.Random, scene: Scene, pool: list[Statement], rounds
         yes = world.truth(scene, st)
         reason = prompts.render("reason", statement=st.text)
         first = [prompts.render("visibility_instructions"), None, reason] if k == 0 else [reason]
-        msgs += [_user(first), _assistant(reason_answer(st.text, yes)),
-                 _user([prompts.render("summarise")]), _assistant(summary_answer(st.text, yes))]
+        msgs += [_user(first), _assistant(reason_answer(yes)),
+                 _user([prompts.render("summarise")]), _assistant(summary_answer(yes))]
         statements += [st, st]
         decisions += [float(yes), float(yes)]
     return Item(scene.image, msgs, [None] * len(msgs[1::2]), scene, statements, decisions)
