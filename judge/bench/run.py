@@ -314,8 +314,7 @@ class Bench:
         store = Store(Path(self._tmp.name) / f"{store_name}.sqlite3")
         return Judge(
             self.lock,
-            # Not "toy" (the toy lock's default model): the back end is given, and toy
-            # models must not be built or loaded unless relevance/locator name them.
+            # The served model's name, as verdicts record it (the back end is given).
             model=backend.model_id or "served",
             backend=backend,
             relevance=self.config.relevance,
