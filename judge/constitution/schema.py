@@ -11,6 +11,7 @@ Source form, e.g. `policy.yaml`:
     rules:
       - id: fatal-injury           # slug, unique
         text: Images must not show a person with injuries that indicate imminent death.
+        topic: fatal injuries      # optional: what the VLM relevance scan asks about
         category: violence         # optional
         severity: high             # optional: low | medium | high | critical
         enabled: true              # optional
@@ -73,6 +74,9 @@ class Defaults(_Strict):
 class RuleSpec(_Strict):
     id: Slug
     text: Text
+    # A short phrase naming what the rule is about ("nudity", "a syringe or needle"):
+    # the VLM relevance scan asks whether the image shows anything related to it.
+    topic: Text | None = Field(default=None, max_length=120)
     category: str | None = None
     severity: Severity | None = None
     enabled: bool = True
@@ -111,6 +115,7 @@ class CompiledRule(_Strict):
     source_text: str  # the author's text
     text: str  # the objectified text: what relevance and the baselines use
     text_sha256: str  # RuleSpec.text_sha256() of the source this was compiled from
+    topic: Text | None = None  # the relevance topic; None in locks made before topics
     category: str | None = None
     severity: Severity | None = None
     enabled: bool = True
