@@ -141,8 +141,8 @@ MALFORMED = [
         4,
         5,
         "r1",
-        "txt: unknown key 'txt' (allowed: id, text, category, severity, enabled, thresholds, "
-        "preconditions); did you mean 'text'?",
+        "txt: unknown key 'txt' (allowed: id, text, topic, category, severity, enabled, "
+        "thresholds, preconditions); did you mean 'text'?",
     ),
     ("missing text", rule_yaml("category: x\n"), 3, 5, "r1", "required key 'text' is missing"),
     ("empty text", rule_yaml("text: '   '\n"), 4, 11, "r1", "text: must not be empty"),
