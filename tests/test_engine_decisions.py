@@ -471,7 +471,8 @@ def test_cascade_sends_image_between_instructions_and_question() -> None:
         ('Sure! {"Rating": "YES", "Rationale": "x"} hope this helps', (True, "x")),
         ("{'rating': 'No', 'rationale': 'nothing'}", (False, "nothing")),
         ('{"rating": "Yes", "rationale": "unterminated', (True, "")),
-        ("Yes. There is a red circle.", (True, "There is a red circle")),
+        ("**Yes.**", (True, "")),
+        ("Yes. There is a red circle.", None),  # more than a bare Yes: no rating
         ("I am not sure.", None),
         ('{"rating": "maybe"}', None),
         ("", None),

@@ -2,10 +2,13 @@
 
 Turn 1 asks the model to reason about one statement and the image (prompts/reason.j2);
 turn 2 asks for `{"rating": "Yes"|"No", "rationale": "..."}` (prompts/summarise.j2),
-constrained by a JSON schema where the back end enforces one. The parser is tolerant
-(code fences, single quotes, prose around the object, lower-case ratings), and an
-answer that is still unusable after one retry is *undecided*, never "No": a model that
-failed to answer has not shown the content is absent.
+constrained by a JSON schema where the back end enforces one.
+
+Only an unambiguous answer counts: the JSON rating (tolerantly read: code fences, single
+quotes, prose around the object, lower case, a cut-off rationale), or a whole answer that
+is just "Yes" or "No". Anything else ("No clear answer", "Not sure", "Yes and no") is no
+rating, and an answer still without one after one retry is *undecided*, never "No": a
+model that failed to answer has not shown the content is absent.
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ SUMMARY_SCHEMA: dict[str, Any] = {
 }
 
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
-_RATING = re.compile(r"""["']?rating["']?\s*[:=]\s*["']?\s*(yes|no)\b""", re.IGNORECASE)
+# A rating value must end where the value ends: "rating": "No clear answer" is no rating.
+_RATING = re.compile(
+    r"""["']?rating["']?\s*[:=]\s*["']?\s*(yes|no)[ \t]*(?=["',}\r\n]|$)""", re.IGNORECASE
+)
 _RATIONALE = re.compile(r"""["']?rationale["']?\s*[:=]\s*["'](.*?)["']\s*[,}]""", re.I | re.S)
-_LEADING = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+# The whole answer is one word, give or take punctuation, markup and case: "**Yes.**".
+_BARE = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,8 @@ class CascadeResult:
 
 
 def parse_rating(text: str) -> tuple[bool, str] | None:
-    """(rating, rationale) from a summary turn, or None when it holds no clear rating."""
+    """(rating, rationale) from a summary turn, or None unless it holds one unambiguous
+    rating: the JSON rating, or an answer that is only "Yes" or "No"."""
     cleaned = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
     match = _OBJECT.search(cleaned)
     if match:
@@ -70,13 +78,15 @@ def parse_rating(text: str) -> tuple[bool, str] | None:
             rating = str(lowered.get("rating", "")).strip().lower()
             if rating in ("yes", "no"):
                 return rating == "yes", str(lowered.get("rationale") or "").strip()
-    rating_match = _RATING.search(cleaned)
-    if rating_match:
+    # Not JSON (cut off, or loosely written): a rating field, if it says one thing only.
+    ratings = {value.lower() for value in _RATING.findall(cleaned)}
+    if len(ratings) == 1:
         why = _RATIONALE.search(cleaned)
-        return rating_match.group(1).lower() == "yes", (why.group(1).strip() if why else "")
-    lead = _LEADING.match(cleaned)
-    if lead:
-        return lead.group(1).lower() == "yes", cleaned[lead.end() :].strip(" .,:;-\n")
+        return ratings.pop() == "yes", (why.group(1).strip() if why else "")
+    if not ratings:
+        bare = _BARE.match(cleaned)
+        if bare:
+            return bare.group(1).lower() == "yes", ""
     return None
 
 
