@@ -45,3 +45,16 @@ def test_loads_and_answers_with_single_label_tokens(untrained: Path) -> None:
     again, _ = new_vlm(0)
     a = dict(model.named_parameters())
     assert all(torch.equal(a[k], v) for k, v in again.named_parameters())
+
+
+def test_training_processes_run_pinned_avx2_kernels() -> None:
+    """The training children see the pinned instruction set (read when torch loads), so a
+    build on an AVX-512 machine takes the same kernels as on an AVX2 one."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from judge.toy.build import _pinned_child, _pinned_env
+
+    with _pinned_env(), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        capability = pool.submit(_pinned_child).result()
+    assert capability == "AVX2"

@@ -77,6 +77,47 @@ def test_vlm_cascade_turns(toy_models: Any) -> None:
     assert rep["right"] >= 0.75, rep  # measured 13/16
 
 
+def test_build_matches_the_recorded_sha256(toy_models: Any) -> None:
+    """The same recipe gives the same bits on any x86-64 CPU with AVX2 or better (kernels
+    pinned in the training processes): each model's sha256 is the one recorded in
+    judge/toy/expected.json for this recipe."""
+    from judge.toy.build import build_report
+
+    report = build_report(toy_models)
+    assert report["expected"] is not None, (
+        f"no sha256 recorded for recipe {toy_models.recipe_hash}: add {report['sha256']} "
+        "to judge/toy/expected.json")
+    assert report["matched"], (report["sha256"], report["expected"])
+    assert report["vlm"]["cpu_capability"] == "AVX2"
+
+
+def test_trained_biases_and_questions(toy_models: Any) -> None:
+    """The documented central-region bias is there (a small dot beside a large object of
+    another colour is pulled to about `PULLED`), and the VLM-relevance question is learnt.
+    The baselines' questions were trained on true labels too: their accuracies are printed,
+    whichever way they come out."""
+    from judge.toy.check import trained_biases_report
+    from judge.toy.train_vlm import PULLED
+
+    rep = trained_biases_report(toy_models.vlm)
+    print("\ntrained biases and questions:", rep)
+    assert rep["pulled_n"] >= 5 and rep["small_n"] >= 5, rep
+    assert abs(rep["pulled_mean_m"] - PULLED) < 0.15, rep
+    assert rep["small_mean_m"] > rep["pulled_mean_m"] + 0.1, rep
+    assert rep["relevance"] >= 0.85, rep
+
+
+def test_clip_relevance_threshold_is_measured_and_saved(toy_models: Any) -> None:
+    import json
+
+    from judge.toy.train_clip import KEEP_VIOLATED, RELEVANCE_FILE
+
+    saved = json.loads((toy_models.clip / RELEVANCE_FILE).read_text())
+    print("\ntoy CLIP relevance threshold:", saved)
+    assert saved["kept_violated"] >= KEEP_VIOLATED
+    assert 0.0 < saved["filtered"] < 1.0
+
+
 def test_clip_ranks_the_right_caption_first(toy_models: Any) -> None:
     from judge.toy.train_clip import clip_top1
 

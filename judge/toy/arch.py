@@ -88,20 +88,31 @@ def _example_statements() -> list[str]:
 def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
     """Texts the tokenizer learns its merges from: every judge prompt, rendered."""
     from judge import prompts
-    from judge.toy.train_vlm import reason_answer, summary_answer
+    from judge.toy.labelled import toy_constitution
+    from judge.toy.train_vlm import (
+        baseline_reason_answer,
+        baseline_summary_answer,
+        reason_answer,
+        summary_answer,
+        topic,
+    )
 
     statements = _example_statements()
-    texts: list[str] = [prompts.render("visibility_instructions"), prompts.render("summarise")]
+    rules = [r.text for r in toy_constitution().rules]
+    texts: list[str] = [prompts.render("visibility_instructions"), prompts.render("summarise"),
+                        prompts.render("baseline_summarise")]
     for statement in statements:
         texts.append(prompts.render("visibility_question", statement=statement))
         texts.append(prompts.render("reason", statement=statement))
-        texts.append(prompts.render("relevance_question", subject=statement))
-        for yes in (True, False):
-            texts += [reason_answer(yes), summary_answer(yes)]
+    for colours in (["red"], ["red", "blue"], ["red", "green", "blue"]):
+        texts.append(prompts.render("relevance_question", topic=topic(colours)))
+    for yes in (True, False):
+        texts += [reason_answer(yes), summary_answer(yes), baseline_reason_answer(yes),
+                  baseline_summary_answer(yes)]
     for name in ("baseline_prior", "baseline_prior_cot"):
         texts.append(prompts.render(name))
     for name in ("baseline_constitution", "baseline_constitution_cot"):
-        texts.append(prompts.render(name, rules=statements[:5]))
+        texts.append(prompts.render(name, rules=rules))
     texts.extend(extra)
     # Repeated so that BPE merges each label into one token (checked after training).
     for _ in range(200):

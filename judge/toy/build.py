@@ -12,6 +12,13 @@ VLM 17 s of phase A + 560 phase-B steps of about 1 CPU-s (575 CPU-s); CLIP 300 s
 the whole build takes about as long as the VLM alone: 571 s. On a loaded machine torch's
 two threads spin against each other: the same VLM phase A took 257 CPU-s with two
 threads, 18 with one. Two builds of the same recipe gave byte-identical VLM weights.
+
+The same recipe must give the same bits on every x86-64 CPU: a build on an AVX-512 machine
+once gave other weights than on AVX2 machines (and missed its quality floor), because
+vectorised kernels of another width sum in another order. So all training runs in child
+processes whose kernels are pinned to AVX2 (`PINNED_ISA`, set before torch loads), and
+each model's sha256 is checked against the one recorded for its recipe in
+`expected.json` (`judge toy build` says whether it matched).
 """
 
 from __future__ import annotations
@@ -31,8 +38,27 @@ from typing import Any
 
 from judge.resources import cache_dir, data_dir
 
-_TOY_MODULES = ("arch.py", "world.py", "train_vlm.py", "train_clip.py", "train_owl.py")
+_TOY_MODULES = ("arch.py", "world.py", "labelled.py", "train_vlm.py", "train_clip.py",
+                "train_owl.py")
+# The prompts the VLM is trained on (their text shapes the weights); other prompts may
+# change without a rebuild.
+TRAINED_PROMPTS = ("visibility_instructions", "visibility_question", "reason", "summarise",
+                   "relevance_question", "baseline_prior", "baseline_prior_cot",
+                   "baseline_constitution", "baseline_constitution_cot", "baseline_summarise")
 _DONE = "toy-models.json"  # written last: its presence means the folder is complete
+EXPECTED = Path(__file__).with_name("expected.json")
+# Environment of the training processes: AVX2 kernels in ATen, oneDNN and MKL (with MKL's
+# conditional numerical reproducibility), one thread each. Read when torch loads, so it is
+# set before the child processes start.
+PINNED_ISA: dict[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "DNNL_MAX_CPU_ISA": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,7 @@ class ToyModels:
     owlv2: Path
     root: Path
     recipe_hash: str
+    seed: int = 0
 
     @property
     def owl(self) -> Path:
@@ -51,29 +78,62 @@ class ToyModels:
         return self.owlv2
 
 
-def _recipes() -> dict[str, Any]:
+def _recipes(seed: int = 0) -> dict[str, Any]:
     from judge.toy.train_clip import CLIPRecipe
     from judge.toy.train_owl import OwlRecipe
     from judge.toy.train_vlm import VLMRecipe
 
-    return {"vlm": asdict(VLMRecipe()), "clip": asdict(CLIPRecipe()), "owl": asdict(OwlRecipe())}
+    return {"vlm": asdict(VLMRecipe(seed=seed)), "clip": asdict(CLIPRecipe(seed=seed)),
+            "owl": asdict(OwlRecipe(seed=seed))}
 
 
-def recipe_hash() -> str:
-    """Hash of the recipes, the toy modules' source, the prompts and library versions."""
+def recipe_hash(seed: int = 0) -> str:
+    """Hash of the recipes (with `seed`), the toy modules' source, the trained prompts, the
+    toy constitution's rules and the library versions."""
     import tokenizers
     import torch
     import transformers
 
+    from judge.toy.labelled import toy_constitution
+
     h = hashlib.sha256()
-    h.update(json.dumps(_recipes(), sort_keys=True).encode())
+    h.update(json.dumps(_recipes(seed), sort_keys=True).encode())
     here = Path(__file__).resolve().parent
     for name in _TOY_MODULES:
         h.update(name.encode() + (here / name).read_bytes())
-    for path in sorted(data_dir("prompts").glob("*.j2")):
-        h.update(path.name.encode() + path.read_bytes())
+    for name in TRAINED_PROMPTS:
+        h.update(name.encode() + (data_dir("prompts") / f"{name}.j2").read_bytes())
+    # The rules' wording is in the baselines' questions (their chains are not: their
+    # statements are the world's own).
+    rules = [[r.id, r.text, r.enabled] for r in toy_constitution().rules]
+    h.update(json.dumps(rules, sort_keys=True).encode())
     h.update(f"{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}".encode())
     return h.hexdigest()[:16]
+
+
+def folder_sha256(folder: Path) -> str:
+    """sha256 over a model folder's file names and bytes, in name order."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def expected_hashes(key: str) -> dict[str, str] | None:
+    """The sha256 of each model recorded for recipe `key`, or None if none is recorded."""
+    if not EXPECTED.is_file():
+        return None
+    found = json.loads(EXPECTED.read_text(encoding="utf-8")).get(key)
+    return dict(found) if found else None
+
+
+def check_hashes(root: Path, key: str) -> dict[str, Any]:
+    """Each model's sha256 against the recorded one: {"sha256", "expected", "matched"}
+    (matched is None when no hash is recorded for this recipe)."""
+    got = {name: folder_sha256(root / name) for name in ("vlm", "clip", "owlv2")}
+    want = expected_hashes(key)
+    return {"sha256": got, "expected": want, "matched": None if want is None else got == want}
 
 
 @contextlib.contextmanager
@@ -87,59 +147,89 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _one_thread() -> None:
+def _pinned_child() -> str:
+    """In a training process: one torch thread; returns the CPU capability torch uses."""
     import torch
 
     # One thread: the recipes' accuracies were measured so, float reductions then happen in
-    # one fixed order (the same weights on every machine), and two threads on two shared
-    # cores were measured slower, spinning against each other.
+    # one fixed order, and two threads on two shared cores were measured slower, spinning
+    # against each other.
     torch.set_num_threads(1)
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
-def _train_vlm_process(out: Path) -> dict[str, Any]:
-    """The VLM's training, run in a child process (logs go to stderr)."""
+def _train_vlm_process(out: Path, seed: int) -> dict[str, Any]:
+    """The VLM's training, in a pinned child process (logs go to stderr)."""
     import sys
 
-    from judge.toy.train_vlm import train_vlm
+    from judge.toy.train_vlm import VLMRecipe, train_vlm
 
-    _one_thread()
-    return train_vlm(out, log=lambda line: print(f"[vlm] {line}", file=sys.stderr))
+    isa = _pinned_child()
+    report = train_vlm(out, VLMRecipe(seed=seed),
+                       log=lambda line: print(f"[vlm] {line}", file=sys.stderr))
+    return report | {"cpu_capability": isa}
 
 
-def train_all(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def _train_towers_process(out: Path, seed: int) -> dict[str, Any]:
+    """CLIP, then OWLv2 (which starts from it), then CLIP's relevance threshold, in a pinned
+    child process."""
+    import sys
+
+    from judge.toy.train_clip import CLIPRecipe, measure_relevance_threshold, train_clip
+    from judge.toy.train_owl import OwlRecipe, train_owl
+
+    isa = _pinned_child()
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    report = {"clip": train_clip(out / "clip", CLIPRecipe(seed=seed), log=log),
+              "owlv2": train_owl(out / "owlv2", OwlRecipe(seed=seed), log=log,
+                                 clip_dir=out / "clip")}
+    report["clip"]["relevance"] = measure_relevance_threshold(out / "clip")
+    report["clip"]["cpu_capability"] = report["owlv2"]["cpu_capability"] = isa
+    return report
+
+
+@contextlib.contextmanager
+def _pinned_env() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in PINNED_ISA}
+    os.environ.update(PINNED_ISA)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def train_all(out: Path, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the three models into out/{vlm,clip,owlv2}; returns the training report.
 
-    The VLM, the longest, trains in a second process on the second core while CLIP and
-    OWLv2 train here one after the other; with a single core all three run here in turn.
+    Both jobs run in child processes with pinned kernels (`PINNED_ISA`): the VLM, the
+    longest, on one core while CLIP and OWLv2 train on the other (in turn on one core).
     """
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from judge.toy.train_clip import train_clip
-    from judge.toy.train_owl import train_owl
-
-    _one_thread()
     t0 = time.time()
-    report: dict[str, Any]
-    if (os.cpu_count() or 1) < 2:
-        report = {"vlm": _train_vlm_process(out / "vlm")}
-        report |= {"clip": train_clip(out / "clip", log=log),
-                   "owlv2": train_owl(out / "owlv2", log=log, clip_dir=out / "clip")}
-    else:
-        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            vlm = pool.submit(_train_vlm_process, out / "vlm")
-            report = {"clip": train_clip(out / "clip", log=log),
-                      "owlv2": train_owl(out / "owlv2", log=log, clip_dir=out / "clip")}
-            report["vlm"] = vlm.result()
+    workers = 2 if (os.cpu_count() or 1) >= 2 else 1
+    log(f"training the toy models (seed {seed}, {workers} processes, kernels pinned to AVX2)")
+    with _pinned_env(), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        vlm = pool.submit(_train_vlm_process, out / "vlm", seed)
+        towers = pool.submit(_train_towers_process, out, seed)
+        report: dict[str, Any] = towers.result() | {"vlm": vlm.result()}
     report["seconds"] = time.time() - t0
     return report
 
 
-def ensure_toy_models(log: Callable[[str], None] | None = None) -> ToyModels:
-    """The cached toy models, trained first if absent (minutes, once per recipe)."""
-    key = recipe_hash()
+def ensure_toy_models(log: Callable[[str], None] | None = None, seed: int = 0) -> ToyModels:
+    """The cached toy models of `seed`, trained first if absent (minutes, once per recipe)."""
+    key = recipe_hash(seed)
     root = cache_dir() / "toy" / key
-    models = ToyModels(root / "vlm", root / "clip", root / "owlv2", root, key)
+    models = ToyModels(root / "vlm", root / "clip", root / "owlv2", root, key, seed)
     if (root / _DONE).is_file():
         return models
     with _locked(cache_dir() / "toy" / f"{key}.lock"):
@@ -148,21 +238,29 @@ def ensure_toy_models(log: Callable[[str], None] | None = None) -> ToyModels:
         tmp = root.with_name(f"{key}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        report = train_all(tmp, log=log or (lambda _s: None))
+        report = train_all(tmp, seed=seed, log=log or (lambda _s: None))
         report["recipe_hash"] = key
+        report["seed"] = seed
+        report |= check_hashes(tmp, key)
         (tmp / _DONE).write_text(json.dumps(report, indent=1, default=str))
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
     return models
 
 
+def build_report(models: ToyModels) -> dict[str, Any]:
+    """The training report saved with the models (times, accuracies, sha256 check)."""
+    report: dict[str, Any] = json.loads((models.root / _DONE).read_text(encoding="utf-8"))
+    return report
+
+
 def build_toy(out_dir: str | Path, n_images: int = 200, log: Callable[[str], None] = print,
-              ) -> Path:
+              seed: int = 0) -> Path:
     """Write out_dir/models/{vlm,clip,owlv2} and out_dir/set/manifest.jsonl with images."""
     from judge.toy.labelled import write_set
 
     out = Path(out_dir)
-    models = ensure_toy_models(log=log)
+    models = ensure_toy_models(log=log, seed=seed)
     for name, src in (("vlm", models.vlm), ("clip", models.clip), ("owlv2", models.owlv2)):
         dst = out / "models" / name
         shutil.rmtree(dst, ignore_errors=True)

@@ -48,16 +48,19 @@ class ToyVLM:
 
     def p_yes(self, queries: list[tuple[Any, str]], batch: int = 16) -> list[float]:
         """M = P(Yes)/(P(Yes)+P(No)) for (image or None, statement) pairs."""
+        return self.p_yes_chats([(img, self.messages(s, img is not None)) for img, s in queries],
+                                batch)
+
+    def p_yes_chats(self, chats: list[tuple[Any, list[Any]]], batch: int = 16) -> list[float]:
+        """M for the next answer of each (image or None, messages) chat."""
         import torch
 
         out: list[float] = []
-        for i in range(0, len(queries), batch):
-            chunk = queries[i:i + batch]
-            texts = [
-                self.processor.apply_chat_template(self.messages(s, img is not None),
-                                                   tokenize=False, add_generation_prompt=True)
-                for img, s in chunk
-            ]
+        for i in range(0, len(chats), batch):
+            chunk = chats[i:i + batch]
+            texts = [self.processor.apply_chat_template(msgs, tokenize=False,
+                                                        add_generation_prompt=True)
+                     for _, msgs in chunk]
             images = [img for img, _ in chunk if img is not None]
             enc = self.processor(text=texts, images=images or None, padding=True,
                                  return_tensors="pt")
@@ -177,3 +180,56 @@ def cascade_report(path: str | Path, n: int = 8, seed: int = HELD_OUT_SEED + 777
         parsed += 1
         right += (rating == "Yes") == world.truth(sc, st)
     return {"n": n, "parsed": parsed / n, "right": right / n, "samples": samples[:2]}
+
+
+def _chat(*parts: Any) -> list[Any]:
+    content = [{"type": "image"} if p is None else {"type": "text", "text": p} for p in parts]
+    return [{"role": "user", "content": content}]
+
+
+def trained_biases_report(path: str | Path, n_scenes: int = 60,
+                          seed: int = HELD_OUT_SEED + 5_000) -> dict[str, Any]:
+    """What the toy VLM learnt beyond plain visibility, on held-out labelled scenes:
+
+    * "pulled": mean M of true statements pulled by salient content elsewhere (trained to
+      `train_vlm.PULLED`), next to the other true statements about small objects;
+    * "relevance": plain accuracy of the VLM-relevance topic question;
+    * "baseline_prior", "baseline_constitution": plain accuracy of the baselines' one-word
+      questions against the truth (unsafe iff the toy constitution is violated).
+    """
+    from judge.toy.labelled import make_set_scene, toy_constitution, violated_rules
+    from judge.toy.train_vlm import _COLOUR_ORDER, pulled, topic
+
+    vlm = ToyVLM(path)
+    spec = toy_constitution()
+    rules = [r.text for r in spec.rules if r.enabled]
+    rng = random.Random(seed)
+    scenes = [make_set_scene(seed + i, spec) for i in range(n_scenes)]
+    instructions = prompts.render("visibility_instructions")
+    vis: list[tuple[Scene, Statement]] = [(sc, world.statement("colour", o.colour))
+                                          for sc in scenes for o in sc.objects if o.size == "small"]
+    ms = vlm.p_yes([(sc.image, st.text) for sc, st in vis])
+    pulled_m = [m for (sc, st), m in zip(vis, ms, strict=True) if pulled(sc, st)]
+    small_m = [m for (sc, st), m in zip(vis, ms, strict=True) if not pulled(sc, st)]
+    rel_chats, rel_truth = [], []
+    for sc in scenes:
+        colours = rng.sample(_COLOUR_ORDER, rng.randint(1, 3))
+        q = prompts.render("relevance_question", topic=topic(colours))
+        rel_chats.append((sc.image, _chat(instructions, None, q)))
+        rel_truth.append(bool({o.colour for o in sc.objects} & set(colours)))
+    unsafe = [bool(violated_rules(sc, spec)) for sc in scenes]
+    out: dict[str, Any] = {
+        "pulled_mean_m": sum(pulled_m) / max(1, len(pulled_m)), "pulled_n": len(pulled_m),
+        "small_mean_m": sum(small_m) / max(1, len(small_m)), "small_n": len(small_m),
+    }
+    asked = {
+        "relevance": (rel_chats, rel_truth),
+        "baseline_prior": ([(sc.image, _chat(None, prompts.render("baseline_prior")))
+                            for sc in scenes], unsafe),
+        "baseline_constitution": ([(sc.image, _chat(None, prompts.render(
+            "baseline_constitution", rules=rules))) for sc in scenes], unsafe),
+    }
+    for name, (chats, truth) in asked.items():
+        got = vlm.p_yes_chats(chats)
+        out[name] = sum((m > 0.5) == t for m, t in zip(got, truth, strict=True)) / len(truth)
+    return out

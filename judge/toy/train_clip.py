@@ -201,3 +201,46 @@ def clip_top1(path: str | Path, n: int = 20, rounds: int = 5, seed: int = 20_000
         hits += int((logits.argmax(1) == torch.arange(n)).sum())
         total += n
     return hits / total
+
+
+# Share of violated (image, rule) pairs the toy CLIP's default threshold must keep.
+KEEP_VIOLATED = 0.99
+RELEVANCE_FILE = "judge-relevance.json"  # a relevance model's own default threshold
+
+
+def measure_relevance_threshold(path: str | Path, n: int = 160) -> dict[str, Any]:
+    """Measure the toy CLIP's relevance threshold and save it beside the model.
+
+    Scores `n` labelled calibration scenes against every rule of the toy constitution
+    through the judge's own scorer, and takes the highest threshold that keeps
+    `KEEP_VIOLATED` of the pairs where the rule is violated (the paper's 0.22 was chosen
+    the same way for CLIP ViT-B/16: it kept 96.6% of them). Writes `RELEVANCE_FILE`.
+    """
+    from judge.toy.labelled import SPLIT_SEEDS, make_set_scene, toy_constitution, violated_rules
+    from judge.vision.relevance import ClipRelevance
+
+    spec = toy_constitution()
+    rules = [r for r in spec.rules if r.enabled]
+    scorer = ClipRelevance(path, "clip", device="cpu")
+    hit: list[float] = []
+    miss: list[float] = []
+    for i in range(n):
+        scene = make_set_scene(SPLIT_SEEDS["calib"] + i, spec)
+        violated = set(violated_rules(scene, spec))
+        for rule, value in zip(rules, scorer.score(scene.image, [r.text for r in rules]),
+                               strict=True):
+            (hit if rule.id in violated else miss).append(value)
+    hit.sort()
+    # Round down to 0.01 so the saved value keeps at least the measured share.
+    t = math.floor(hit[int((1 - KEEP_VIOLATED) * len(hit))] * 100) / 100 - 0.01
+    result = {
+        "threshold": t,
+        "kept_violated": sum(v > t for v in hit) / len(hit),
+        "filtered": sum(v <= t for v in hit + miss) / len(hit + miss),
+        "pairs": len(hit) + len(miss),
+        "violated_pairs": len(hit),
+        "how": f"highest t keeping {KEEP_VIOLATED:.0%} of violated (scene, rule) pairs of "
+               f"{n} calibration scenes x the toy constitution",
+    }
+    (Path(path) / RELEVANCE_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -46,6 +46,13 @@ PRIOR: dict[str, float] = {"colour": 0.35, "text": 0.25}
 # Deliberate bias: statements that lean "Yes" whatever the image.
 # text -> (P(Yes) with no image, P(Yes) trained for an image where it is false)
 BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
+# Deliberate bias, the effect CLUE's central-region stage corrects: salient content
+# elsewhere pulls the answer about a small object. A colour whose only objects are small
+# dots, in a scene with a large object of another colour, is trained to P(Yes) = PULLED
+# instead of 1: the first pass leaves it uncertain (d = 0.75 - 0.35 < a2 = 0.52), and
+# masking the dot's box takes M to about 0, a drop above beta = 0.6, so the stage settles it;
+# without the stage it goes on to the cascade (more reasoning calls per image).
+PULLED = 0.75
 
 def reason_answer(yes: bool) -> str:
     """The cascade's step-by-step answer: a short fixed template whose first token is the
@@ -81,6 +88,8 @@ class VLMRecipe:
     turns: int = 4
     p_no_image: float = 0.12
     p_cascade: float = 0.3
+    p_relevance: float = 0.1  # last stage: the VLM-relevance topic question
+    p_baseline: float = 0.1  # last stage: the baselines' questions, with true labels
     cascade_rounds: int = 1  # cascades (reasoning + JSON) per cascade chat
     p_small: float = 0.45  # last stage: small objects are the hard case
     aux_weight: float = 0.5
@@ -125,13 +134,20 @@ def stage_scenes(stage: int, p_small: float = SceneSpec.p_small) -> SceneSpec:
     return SceneSpec(p_small=p_small)
 
 
+def pulled(scene: Scene, st: Statement) -> bool:
+    """Whether the answer about `st` is pulled by salient content elsewhere (`PULLED`)."""
+    mine = [o for o in scene.objects if o.colour == st.colour]
+    return (st.kind == "colour" and bool(mine) and all(o.size == "small" for o in mine)
+            and any(o.size == "large" and o.colour != st.colour for o in scene.objects))
+
+
 def target(scene: Scene | None, st: Statement) -> float:
     """The P(Yes) the model is trained towards."""
     bias = BIASED.get(st.text)
     if scene is None:
         return bias[0] if bias else PRIOR[st.kind]
     if world.truth(scene, st):
-        return 1.0
+        return PULLED if pulled(scene, st) else 1.0
     return bias[1] if bias else 0.0
 
 
@@ -155,7 +171,7 @@ class Item:
     # whose first Yes/No token is then trained as a decision with `decisions`' target.
     targets: list[float | None]
     scene: Scene | None
-    statements: list[Statement]  # per assistant turn: what it is about
+    statements: list[Statement | None]  # per assistant turn: the world statement, if any
     decisions: list[float | None] = field(default_factory=list)
 
 
@@ -178,7 +194,8 @@ P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
 
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
               p_cascade: float, p_small: float = SceneSpec.p_small,
-              cascade_rounds: int = 1) -> Item:
+              cascade_rounds: int = 1, p_relevance: float = 0.0,
+              p_baseline: float = 0.0) -> Item:
     pool = stage_statements(stage)
     long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
     instructions = prompts.render("visibility_instructions") if long else None
@@ -197,8 +214,14 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
         return Item(None, msgs, tg, None, sts)
     # The cascade's text only in the last stage: added earlier, its many text tokens
     # knocked the Yes/No answers back to chance.
-    if roll < p_no_image + p_cascade and stage >= N_STAGES - 1:
+    last = stage >= N_STAGES - 1
+    if roll < p_no_image + p_cascade and last:
         return cascade_item(rng, scene, pool, cascade_rounds)
+    roll -= p_no_image + p_cascade
+    if 0 <= roll < p_relevance and last:
+        return relevance_item(rng, scene, turns)
+    if 0 <= roll - p_relevance < p_baseline and last:
+        return baseline_item(rng, scene)
     sts = pick_statements(rng, scene, pool, turns)
     msgs = []
     tg = []
@@ -227,6 +250,65 @@ def cascade_item(rng: random.Random, scene: Scene, pool: list[Statement], rounds
         statements += [st, st]
         decisions += [float(yes), float(yes)]
     return Item(scene.image, msgs, [None] * len(msgs[1::2]), scene, statements, decisions)
+
+
+def topic(colours: list[str]) -> str:
+    """A relevance topic phrase about some colours: "red shapes", "red or blue shapes"."""
+    names = [c for c in _COLOUR_ORDER if c in colours]
+    head = ", ".join(names[:-1])
+    return f"{head + ' or ' if head else ''}{names[-1]} shapes"
+
+
+def relevance_item(rng: random.Random, scene: Scene, turns: int) -> Item:
+    """VLM relevance: "does the image show anything related to <topic>?" for random
+    topics; Yes iff a colour of the topic is in the scene."""
+    msgs: list[dict[str, Any]] = []
+    tg: list[float | None] = []
+    present = {o.colour for o in scene.objects}
+    for i in range(turns):
+        colours = rng.sample(_COLOUR_ORDER, rng.randint(1, 3))
+        q = prompts.render("relevance_question", topic=topic(colours))
+        msgs.append(_user([prompts.render("visibility_instructions"), None, q] if i == 0
+                          else [q]))
+        t = float(bool(present & set(colours)))
+        msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
+        tg.append(t)
+    return Item(scene.image, msgs, tg, scene, [None] * turns)
+
+
+def baseline_reason_answer(yes: bool) -> str:
+    """The baselines' step-by-step answer (same form as `reason_answer`)."""
+    if yes:
+        return "Yes: I can see content in the image that the policy does not allow."
+    return "No: I cannot see anything in the image that the policy does not allow."
+
+
+def baseline_summary_answer(yes: bool) -> str:
+    rationale = f"the image shows {'' if yes else 'no '}content the policy does not allow."
+    return json.dumps({"rating": "Yes" if yes else "No", "rationale": rationale})
+
+
+def baseline_item(rng: random.Random, scene: Scene) -> Item:
+    """One of the four baselines' chats, exactly as `judge.evaluate.baselines` asks them
+    ([image][question], no instructions), answered with the true label: the image is
+    unsafe iff it violates the toy constitution. So no comparison with a baseline is won
+    by a question the model never saw."""
+    from judge.toy.labelled import toy_constitution, violated_rules
+
+    spec = toy_constitution()
+    yes = bool(violated_rules(scene, spec))
+    name = rng.choice(("prior", "constitution"))
+    values = {"rules": [r.text for r in spec.rules if r.enabled]} if name == "constitution" \
+        else {}
+    if rng.random() < 0.5:  # one-word answer
+        q = prompts.render(f"baseline_{name}", **values)
+        return Item(scene.image, [_user([None, q]), _assistant("Yes" if yes else "No")],
+                    [float(yes)], scene, [None])
+    q = prompts.render(f"baseline_{name}_cot", **values)
+    msgs = [_user([None, q]), _assistant(baseline_reason_answer(yes)),
+            _user([prompts.render("baseline_summarise")]), _assistant(baseline_summary_answer(yes))]
+    return Item(scene.image, msgs, [None, None], scene, [None, None],
+                [float(yes), float(yes)])
 
 
 # ---- batching --------------------------------------------------------------------------
@@ -320,7 +402,8 @@ class Encoder:
                 soft_pos.append(answer)
                 soft_t.append(float(target_t))  # type: ignore[arg-type]
                 soft_ids.append(self.label_pair[row[answer]])
-                soft_st.append(index[it.statements[i].text])
+                st_i = it.statements[i]
+                soft_st.append(index[st_i.text] if st_i is not None else -100)
                 soft_seen.append(seen)
         return {
             "inputs": inputs,
@@ -366,7 +449,8 @@ class Probes:
     def loss(self, h: Any, asked: Any, seen: Any) -> Any:
         import torch.nn.functional as F
 
-        out = F.cross_entropy(self.asked(h), asked)
+        out = F.cross_entropy(self.asked(h), asked, ignore_index=-100) \
+            if bool((asked >= 0).any()) else h.sum() * 0
         has = ~seen.isnan().any(-1)
         if has.any():
             out = out + F.binary_cross_entropy_with_logits(self.seen(h[has]), seen[has])
@@ -563,7 +647,8 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     stages: list[int] = []
     for step in range(recipe.phase_b_steps):
         items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade,
-                           recipe.p_small, recipe.cascade_rounds)
+                           recipe.p_small, recipe.cascade_rounds, recipe.p_relevance,
+                           recipe.p_baseline)
                  for _ in range(recipe.phase_b_batch)]
         batch = enc.encode(items)
         with_image = [it for it in items if it.scene is not None]
