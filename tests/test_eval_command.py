@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from judge.constitution import Constitution
@@ -117,17 +118,25 @@ def test_eval_writes_all_reports_with_baselines_and_ablations(tmp_path: Path) ->
     assert (full["tp"], full["fp"], full["tn"], full["fn"]) == (4, 0, 2, 0)
     assert rows["full"]["per_rule"]["red-things"]["tp"] == 2
     assert rows["full"]["cost"]["cascade_share"] > 0  # green went to the cascade
-    # without the cascade, green stays undecided: counted apart, not wrong
-    assert rows["no-cascade"]["image"]["undecided"] == 2
-    assert rows["no-cascade"]["image"]["accuracy"] == 1.0
+    # without the cascade, the two (safe) green images stay undecided: every image counts,
+    # an undecided one as a wrong answer, and as unsafe when read fail-closed
+    no_cascade = rows["no-cascade"]["image"]
+    assert no_cascade["undecided"] == 2 and no_cascade["n"] == 6
+    assert (no_cascade["tp"], no_cascade["fp"], no_cascade["tn"], no_cascade["fn"]) == (4, 2, 0, 0)
+    assert no_cascade["accuracy"] == pytest.approx(4 / 6)
+    assert no_cascade["fail_closed"]["accuracy"] == pytest.approx(4 / 6)
     assert "per_rule" not in rows["prior"]  # a baseline never names a rule
     assert rows["prior"]["image"]["recall"] == 1.0
     log = rows["full"]["run"]
     assert log["lock_hash"] and log["dataset"]["sha256"] and log["prompt_versions"]
     assert "packages" in log and "git_commit" in log
     md = (out / "report.md").read_text()
-    assert "| Method | fake-colour-model | undecided / errors |" in md
-    assert "| full | 100.0 / 100.0 / 1.000 |" in md
+    assert (
+        "| Method | fake-colour-model | fake-colour-model (fail-closed) | undecided / errors |"
+        in md
+    )
+    assert "| full | 100.0 / 100.0 / 1.000 | 100.0 / 100.0 / 1.000 | 0 / 0 |" in md
+    assert "| no-cascade (ablation) | 100.0 / 66.7 / .800 | 100.0 / 66.7 / .800 | 2 / 0 |" in md
     assert (out / "judge.sqlite3").exists()
 
 

@@ -1,4 +1,8 @@
-"""Metrics against tables computed by hand."""
+"""Metrics against tables computed by hand.
+
+Every image counts (issue 13, item 6): an undecided or unreadable image is a wrong answer
+in the headline, and unsafe in the fail-closed reading.
+"""
 
 from __future__ import annotations
 
@@ -44,46 +48,68 @@ RECORDS = [
     s("b", {"r1"}, "unsafe", {"r2"}),  # image TP; r1 FN, r2 FP (wrong rule)
     s("c", {"r2"}, "unsafe", {"r2"}),  # image TP; r2 TP
     s("d", {"r2"}, "safe"),  # image FN; r2 FN
-    s("e", {"r1"}, "undecided"),  # apart
+    s("e", {"r1"}, "undecided"),  # open: FN (fail-closed TP); r1 FN, r2 FP
     s("f", None, "safe"),  # TN
     s("g", None, "unsafe", {"r1"}),  # FP; r1 FP
     s("h", None, "unsafe", {"r2"}),  # FP; r2 FP
-    s("i", None, "error"),  # apart
+    s("i", None, "error"),  # open: FP (fail-closed FP too); r1 FP, r2 FP
     s("j", None, "safe"),  # TN
 ]
 
 
-def test_image_level_counts_and_rates() -> None:
+def test_image_level_counts_count_every_image_open_as_wrong() -> None:
     c = image_counts(RECORDS)
-    assert (c.tp, c.fp, c.tn, c.fn, c.undecided, c.errors) == (3, 2, 2, 1, 1, 1)
-    assert c.decided == 8
-    assert c.accuracy == pytest.approx(5 / 8)
-    assert c.precision == pytest.approx(3 / 5)
-    assert c.recall == pytest.approx(3 / 4)
-    assert c.f1 == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert (c.tp, c.fp, c.tn, c.fn, c.undecided, c.errors) == (3, 3, 2, 2, 1, 1)
+    assert c.n == 10 and c.decided == 8
+    assert c.accuracy == pytest.approx(5 / 10)
+    assert c.precision == pytest.approx(3 / 6)
+    assert c.recall == pytest.approx(3 / 5)
+    assert c.f1 == pytest.approx(2 * 3 / (2 * 3 + 3 + 2))
+
+
+def test_image_level_fail_closed_reads_open_as_unsafe() -> None:
+    c = image_counts(RECORDS, open_as="unsafe")
+    assert (c.tp, c.fp, c.tn, c.fn, c.undecided, c.errors) == (4, 3, 2, 1, 1, 1)
+    assert c.accuracy == pytest.approx(6 / 10)
+    assert c.recall == pytest.approx(4 / 5)
+    assert c.precision == pytest.approx(4 / 7)
+    assert c.f1 == pytest.approx(2 * 4 / (2 * 4 + 3 + 1))
+
+
+def test_leaving_images_open_never_raises_the_scores() -> None:
+    # Two methods alike except that one leaves the hard images undecided: on today's main
+    # it scored higher (100% accuracy on what it decided); now it scores lower.
+    answered = [s("a", {"r1"}, "unsafe", {"r1"}), s("b", None, "safe"),
+                s("c", {"r1"}, "unsafe", {"r1"}), s("d", None, "unsafe", {"r1"})]
+    left_open = [*answered[:2], s("c", {"r1"}, "undecided"), s("d", None, "undecided")]
+    strict, lazy = image_counts(answered), image_counts(left_open)
+    assert lazy.accuracy == pytest.approx(2 / 4) and strict.accuracy == pytest.approx(3 / 4)
+    assert (lazy.recall or 0) < (strict.recall or 0)
+    assert lazy.undecided == 2 and lazy.n == strict.n == 4
 
 
 def test_per_rule_hit_needs_the_right_rule() -> None:
     table = rule_counts(RECORDS, ["r1", "r2"])
     r1, r2 = table["r1"], table["r2"]
-    assert (r1.tp, r1.fp, r1.tn, r1.fn, r1.undecided, r1.errors) == (1, 1, 5, 1, 1, 1)
-    assert r1.accuracy == pytest.approx(6 / 8)
-    assert (r1.precision, r1.recall, r1.f1) == (pytest.approx(0.5),) * 3
-    assert (r2.tp, r2.fp, r2.tn, r2.fn) == (1, 2, 4, 1)
-    assert r2.accuracy == pytest.approx(5 / 8)
-    assert r2.precision == pytest.approx(1 / 3)
+    assert (r1.tp, r1.fp, r1.tn, r1.fn, r1.undecided, r1.errors) == (1, 2, 5, 2, 1, 1)
+    assert r1.accuracy == pytest.approx(6 / 10)
+    assert r1.precision == pytest.approx(1 / 3) and r1.recall == pytest.approx(1 / 3)
+    assert (r2.tp, r2.fp, r2.tn, r2.fn, r2.undecided, r2.errors) == (1, 4, 4, 1, 1, 1)
+    assert r2.accuracy == pytest.approx(5 / 10)
+    assert r2.precision == pytest.approx(1 / 5)
     assert r2.recall == pytest.approx(1 / 2)
-    assert r2.f1 == pytest.approx(0.4)
+    assert r2.f1 == pytest.approx(2 / 7)
 
 
-def test_per_rule_skips_unknown_truth_and_counts_rule_undecided_apart() -> None:
+def test_per_rule_skips_unknown_truth_and_counts_open_rules_as_wrong() -> None:
     records = [
         s("x", set(), "unsafe", {"r1"}),  # unsafe but its rules are unknown: left out
-        s("y", None, "safe", undecided_rules=frozenset({"r1"})),  # r1 undecided here
+        s("y", None, "safe", undecided_rules=frozenset({"r1"})),  # r1 open here: FP
+        s("z", None, "undecided", undecided_rules=frozenset({"r2"})),  # r1 decided: TN
     ]
     r1 = rule_counts(records, ["r1"])["r1"]
-    assert (r1.tp, r1.fp, r1.tn, r1.fn, r1.undecided) == (0, 0, 0, 0, 1)
-    assert r1.accuracy is None and r1.recall is None and r1.precision is None and r1.f1 is None
+    assert (r1.tp, r1.fp, r1.tn, r1.fn, r1.undecided) == (0, 1, 1, 0, 1)
+    assert r1.accuracy == pytest.approx(1 / 2) and r1.recall is None and r1.precision == 0.0
     only_negatives = rule_counts([s("z", None, "safe")], ["r1"])["r1"]
     assert only_negatives.accuracy == 1.0 and only_negatives.recall is None
     assert only_negatives.f1 is None and only_negatives.fpr == 0.0
@@ -117,21 +143,29 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
     def accuracy(sample):  # type: ignore[no-untyped-def]
         return image_counts(sample).accuracy
 
+    def f1(sample):  # type: ignore[no-untyped-def]
+        return image_counts(sample).f1
+
     first = bootstrap_ci(RECORDS, accuracy, resamples=300, seed=7)
     again = bootstrap_ci(RECORDS, accuracy, resamples=300, seed=7)
-    other = bootstrap_ci(RECORDS, accuracy, resamples=300, seed=8)
-    assert first is not None and first == again and first != other
+    assert first is not None and first == again
+    assert bootstrap_ci(RECORDS, f1, resamples=300, seed=9) != bootstrap_ci(
+        RECORDS, f1, resamples=300, seed=10
+    )
     low, high = first
-    assert 0.0 <= low < 5 / 8 < high <= 1.0
+    assert 0.0 <= low < 5 / 10 < high <= 1.0
     assert bootstrap_ci([], accuracy) is None
 
 
-def test_headline_leaves_undecided_out_and_has_intervals() -> None:
+def test_headline_counts_every_image_with_both_readings_and_intervals() -> None:
     h = headline(RECORDS, resamples=200)
     assert h["n"] == 10 and h["decided"] == 8 and h["undecided"] == 1 and h["errors"] == 1
-    assert h["accuracy"] == pytest.approx(5 / 8)
+    assert h["accuracy"] == pytest.approx(5 / 10) and h["recall"] == pytest.approx(3 / 5)
+    closed = h["fail_closed"]
+    assert closed["n"] == 10 and closed["undecided"] == 1 and closed["errors"] == 1
+    assert closed["accuracy"] == pytest.approx(6 / 10) and closed["recall"] == pytest.approx(4 / 5)
     assert set(h["ci95"]) == {"accuracy", "precision", "recall", "f1"}
-    assert h["roc_auc"] is None  # no scores given
+    assert h["roc_auc"] is None and h["auc_images"] == 0  # no scores given
 
 
 def test_cost_summary_by_hand() -> None:

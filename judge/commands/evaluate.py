@@ -148,7 +148,12 @@ def eval_(
     from judge.evaluate.report import cell
 
     for entry in report["methods"]:
-        typer.echo(f"{entry['method']:>18} {entry['model']}: R/Acc/F1 {cell(entry['image'])}")
+        image = entry["image"]
+        typer.echo(
+            f"{entry['method']:>18} {entry['model']}: R/Acc/F1 {cell(image)}, "
+            f"fail-closed {cell(image['fail_closed'])}; "
+            f"undecided {image['undecided']}, errors {image['errors']} of {image['n']}"
+        )
 
 
 @app.command(name="calibrate")

@@ -1,8 +1,21 @@
 """Evaluation metrics: pure functions over scored images.
 
-An image judged "undecided" (a model failure left it open) or "error" (it could not be
-read) is counted apart: it is neither right nor wrong, and it is left out of accuracy,
-precision, recall, F1 and the AUCs. Reports show how many there were next to them.
+Every image counts. An image left *open*, judged "undecided" (a model failure, or an
+answer that stayed uncertain) or "error" (it could not be read), has given the user no
+answer, so leaving it out would score a method on its easy images only (the no-cascade
+ablation most of all). Two readings of the open images, each over all images:
+
+* the headline ("open is wrong"): an open image is a wrong answer, a false negative if it
+  is truly unsafe and a false positive if it is truly safe. No method gains by leaving an
+  image open.
+* fail-closed ("open is unsafe"): what a deployment that blocks whatever was not cleared
+  sees; an open image counts as flagged unsafe.
+
+The numbers of undecided and error images stand next to both. An unreadable image is
+counted like an undecided one (the judge could not clear it) and listed apart as an error;
+every method and baseline reads the same files, so it costs every row alike. The AUCs
+rank continuous scores and so cover only the decided images that have one; `auc_images`
+says how many.
 
 Per-rule metrics follow the CLUE paper's per-rule table: for rule r an image is a true
 positive only if it violates r and the judge named r; flagging the image as unsafe under
@@ -23,6 +36,9 @@ from judge.engine.verdict import AlternativeEvidence, RuleVerdict, Verdict
 
 Outcome = Literal["safe", "unsafe", "undecided", "error"]
 DECIDED: tuple[Outcome, ...] = ("safe", "unsafe")
+# How an open (undecided or error) image is counted: as a wrong answer (the headline), or
+# as unsafe (fail-closed).
+OpenAs = Literal["wrong", "unsafe"]
 
 
 @dataclass(frozen=True)
@@ -58,20 +74,27 @@ class Scored:
 
 @dataclass(frozen=True)
 class Counts:
+    """Confusion counts over every image; the open ones (`undecided`, `errors`) are
+    already inside tp/fp/tn/fn, as the reading that built these counts placed them."""
+
     tp: int = 0
     fp: int = 0
     tn: int = 0
     fn: int = 0
-    undecided: int = 0  # left out of everything below
-    errors: int = 0
+    undecided: int = 0  # of the images above, how many were undecided
+    errors: int = 0  # ... and how many could not be read
 
     @property
-    def decided(self) -> int:
+    def n(self) -> int:
         return self.tp + self.fp + self.tn + self.fn
 
     @property
+    def decided(self) -> int:
+        return self.n - self.undecided - self.errors
+
+    @property
     def accuracy(self) -> float | None:
-        return (self.tp + self.tn) / self.decided if self.decided else None
+        return (self.tp + self.tn) / self.n if self.n else None
 
     # Undefined rates are None, not 0: a rule with no positives has no recall to report.
     @property
@@ -94,6 +117,7 @@ class Counts:
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = asdict(self)
         data.update(
+            n=self.n,
             decided=self.decided,
             accuracy=self.accuracy,
             precision=self.precision,
@@ -103,50 +127,59 @@ class Counts:
         return data
 
 
-def image_counts(records: Iterable[Scored]) -> Counts:
-    """Image-level confusion counts: "unsafe" is the positive class."""
-    tp = fp = tn = fn = undecided = errors = 0
+def _cell(truth: bool, said: bool) -> str:
+    return ("tp" if said else "fn") if truth else ("fp" if said else "tn")
+
+
+def _open_said(truth: bool, open_as: OpenAs) -> bool:
+    """What an open answer counts as: the wrong one, or "unsafe"."""
+    return not truth if open_as == "wrong" else True
+
+
+def image_counts(records: Iterable[Scored], open_as: OpenAs = "wrong") -> Counts:
+    """Image-level confusion counts over every image; "unsafe" is the positive class.
+
+    Args:
+        open_as: how an undecided or error image counts: "wrong" (the headline) or
+            "unsafe" (fail-closed).
+    """
+    table: Counter[str] = Counter()
     for r in records:
-        if r.outcome == "undecided":
-            undecided += 1
-        elif r.outcome == "error":
-            errors += 1
-        elif r.truth_unsafe and r.predicted_unsafe:
-            tp += 1
-        elif r.truth_unsafe:
-            fn += 1
-        elif r.predicted_unsafe:
-            fp += 1
-        else:
-            tn += 1
-    return Counts(tp, fp, tn, fn, undecided, errors)
+        if r.decided:
+            table[_cell(r.truth_unsafe, r.predicted_unsafe)] += 1
+            continue
+        table["undecided" if r.outcome == "undecided" else "errors"] += 1
+        table[_cell(r.truth_unsafe, _open_said(r.truth_unsafe, open_as))] += 1
+    return Counts(**table)
+
+
+def _rule_is_open(r: Scored, rule: str) -> bool:
+    """Whether the verdict left `rule` open on this image: undecided on it, or no verdict
+    per rule at all (an unreadable image; an undecided one that names no open rule)."""
+    if r.outcome == "error" or rule in r.undecided_rules:
+        return True
+    return r.outcome == "undecided" and not r.undecided_rules and rule not in r.predicted_rules
 
 
 def rule_counts(records: Iterable[Scored], rule_ids: Sequence[str]) -> dict[str, Counts]:
     """Per-rule confusion counts; a hit needs the right rule.
 
-    Images whose true rules are unknown (unsafe, no rule named) are left out, and an image
-    whose verdict on rule r is undecided is counted apart for r.
+    Images whose true rules are unknown (unsafe, no rule named) are left out. A rule left
+    open on an image counts as a wrong answer for that rule, as in the headline, and is
+    also tallied in `undecided` (or `errors` for an unreadable image).
     """
     table = {rule: Counter[str]() for rule in rule_ids}
     for r in records:
-        if r.outcome == "error":
-            for rule in rule_ids:
-                table[rule]["errors"] += 1
-            continue
-        if not r.rules_known:
+        if r.outcome != "error" and not r.rules_known:
             continue
         for rule in rule_ids:
-            if r.outcome == "undecided" and rule not in r.predicted_rules:
-                table[rule]["undecided"] += 1
-                continue
-            if rule in r.undecided_rules:
-                table[rule]["undecided"] += 1
-                continue
-            truth, said = rule in r.truth_rules, rule in r.predicted_rules
-            key = ("tp" if said else "fn") if truth else ("fp" if said else "tn")
-            table[rule][key] += 1
-    return {rule: Counts(**{k: c[k] for k in c}) for rule, c in table.items()}
+            truth = rule in r.truth_rules
+            if _rule_is_open(r, rule):
+                table[rule]["errors" if r.outcome == "error" else "undecided"] += 1
+                table[rule][_cell(truth, not truth)] += 1
+            else:
+                table[rule][_cell(truth, rule in r.predicted_rules)] += 1
+    return {rule: Counts(**table[rule]) for rule in rule_ids}
 
 
 def confusion_matrix(records: Iterable[Scored]) -> dict[str, dict[str, int]]:
@@ -233,9 +266,14 @@ def pr_auc(labels: Array, scores: Array) -> float | None:
     return total
 
 
-def auc_metrics(records: Sequence[Scored]) -> dict[str, float | None]:
+def auc_metrics(records: Sequence[Scored]) -> dict[str, Any]:
+    """ROC-AUC and PR-AUC over the decided images that have a score, and how many."""
     labels, scores = _labelled_scores(records)
-    return {"roc_auc": roc_auc(labels, scores), "pr_auc": pr_auc(labels, scores)}
+    return {
+        "roc_auc": roc_auc(labels, scores),
+        "pr_auc": pr_auc(labels, scores),
+        "auc_images": len(labels),
+    }
 
 
 def bootstrap_ci(
@@ -268,11 +306,12 @@ def bootstrap_ci(
 
 
 def headline(records: Sequence[Scored], *, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Image-level metrics with 95% bootstrap intervals, and the AUCs."""
+    """Image-level metrics over every image, an open one counted as a wrong answer, with
+    95% bootstrap intervals; the fail-closed reading under "fail_closed"; and the AUCs."""
     counts = image_counts(records)
     out: dict[str, Any] = counts.as_dict()
+    out["fail_closed"] = image_counts(records, open_as="unsafe").as_dict()
     out.update(auc_metrics(records))
-    out["n"] = len(records)
     cis: dict[str, tuple[float, float] | None] = {}
     for name in ("accuracy", "precision", "recall", "f1"):
 

@@ -223,6 +223,13 @@ def cell(image: Mapping[str, Any]) -> str:
     return f"{_pct(image['recall'])} / {_pct(image['accuracy'])} / {_f1(image['f1'])}"
 
 
+# How every table counts the images a method left open (judge.evaluate.metrics).
+COUNTING = (
+    "Every image counts: an undecided or unreadable image is a wrong answer; the "
+    "fail-closed reading counts it as unsafe instead."
+)
+
+
 def _md(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -240,13 +247,20 @@ def write_markdown(report: Mapping[str, Any]) -> str:
         f"Constitution `{_md(report['constitution'].get('name'))}` "
         f"(lock {report['constitution'].get('lock_hash')}); data set sha256 "
         f"`{str(data.get('sha256'))[:16]}`. Each cell: Recall % / Accuracy % / F1. "
-        "Undecided images are left out and counted in the last column.",
+        f"{COUNTING} The last column says how many images were undecided / unreadable.",
         "",
-        "| Method | " + " | ".join(_md(m) for m in models) + " | undecided / errors |",
-        "|---|" + "---|" * len(models) + "---|",
+        "| Method | "
+        + " | ".join(f"{_md(m)} | {_md(m)} (fail-closed)" for m in models)
+        + " | undecided / errors |",
+        "|---|" + "---|---|" * len(models) + "---|",
     ]
     for name, by_model in methods.items():
-        cells = [cell(by_model[m]["image"]) if m in by_model else "–" for m in models]
+        cells = [
+            f"{cell(by_model[m]['image'])} | {cell(by_model[m]['image']['fail_closed'])}"
+            if m in by_model
+            else "– | –"
+            for m in models
+        ]
         open_ = ", ".join(
             f"{by_model[m]['image']['undecided']} / {by_model[m]['image']['errors']}"
             for m in models
@@ -258,6 +272,7 @@ def write_markdown(report: Mapping[str, Any]) -> str:
         if m["method"] != "full":
             continue
         lines += ["", f"## Per rule: full method, {_md(m['model'])}", "",
+                  "A rule left undecided on an image counts as a wrong answer for it.", "",
                   "| Rule | support | Precision | Recall | F1 | Accuracy | undecided |",
                   "|---|---|---|---|---|---|---|"]
         for rule, c in m.get("per_rule", {}).items():
@@ -392,20 +407,28 @@ def write_html(
             )
         for name, value in (("ROC-AUC", img.get("roc_auc")), ("PR-AUC", img.get("pr_auc"))):
             body.append(f"<div class=card>{e(name)}<b>{e(_fmt(value, pct=False))}</b></div>")
+        closed = img["fail_closed"]
+        body.append(f"<div class=card>Fail-closed R / Acc / F1<b>{e(cell(closed))}</b>"
+                    "<small>undecided read as unsafe</small></div>")
         body.append(f"<div class=card>Undecided / errors<b>{e(img['undecided'])} / "
-                    f"{e(img['errors'])}</b><small>left out of the rates</small></div></div>")
-    body.append("<h2>Methods</h2>")
+                    f"{e(img['errors'])}</b><small>of {e(img['n'])} images</small></div></div>")
+    body.append(f"<h2>Methods</h2><p><small>{e(COUNTING)}</small></p>")
     body.append(_table(
-        ["Method", "kind", "model", "Recall", "Accuracy", "Precision", "F1", "ROC-AUC",
+        ["Method", "kind", "model", "Recall", "Accuracy", "Precision", "F1",
+         "fail-closed Recall", "fail-closed Accuracy", "fail-closed F1", "ROC-AUC",
          "undecided", "errors"],
         ([m["method"], m["kind"], m["model"], _fmt(m["image"]["recall"]),
           _fmt(m["image"]["accuracy"]), _fmt(m["image"]["precision"]),
-          _fmt(m["image"]["f1"], pct=False), _fmt(m["image"].get("roc_auc"), pct=False),
+          _fmt(m["image"]["f1"], pct=False), _fmt(m["image"]["fail_closed"]["recall"]),
+          _fmt(m["image"]["fail_closed"]["accuracy"]),
+          _fmt(m["image"]["fail_closed"]["f1"], pct=False),
+          _fmt(m["image"].get("roc_auc"), pct=False),
           m["image"]["undecided"], m["image"]["errors"]] for m in report["methods"]),
         left=3,
     ))
     if main is not None and "per_rule" in main:
-        body.append("<h2>Per rule</h2><p><small>A hit needs the right rule.</small></p>")
+        body.append("<h2>Per rule</h2><p><small>A hit needs the right rule; a rule left "
+                    "undecided on an image counts as a wrong answer for it.</small></p>")
         body.append(_table(
             ["Rule", "text", "support", "Precision", "Recall", "F1", "Accuracy", "undecided"],
             ([rule, rule_text.get(rule, ""), c["tp"] + c["fn"], _fmt(c["precision"]),
@@ -506,7 +529,7 @@ class EvalProgress:
 
     def _refresh(self, task: TaskID) -> None:
         counts: Counts = image_counts(self._records[task])
-        if counts.decided:
+        if counts.n:
             text = f"acc {_fmt(counts.accuracy)} F1 {_fmt(counts.f1, pct=False)}"
         else:
             text = ""
