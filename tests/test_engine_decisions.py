@@ -526,21 +526,27 @@ def test_relevance_clip_filters_rules_and_records_scores() -> None:
 
 
 def test_relevance_vlm_one_query_per_rule_and_failures_keep_the_rule() -> None:
+    # Each rule is asked about by its topic; a lock without topics (r2) falls back to the
+    # central object words, never to the rule's text.
     lock = make_lock(
-        rule("r1", "a", text="red"), rule("r2", "b", text="blue"), rule("r3", "c", text="green")
+        rule("r1", "a", text="Images must not show red.", topic="red things"),
+        rule("r2", {"any_of": ["b"], "objects": ["blue shape"]}, text="Images must not ..."),
+        rule("r3", "c", text="Images must not show green.", topic="green things"),
     )
     backend = ScriptedBackend(answers(a=0.91, c=0.2))
     backend.script(
         {
-            ("the image shows red", IMG): 0.8,
-            ("the image shows blue", IMG): 0.3,
-            ("the image shows green", IMG): None,  # failed: judged anyway
+            ("topic: red things", IMG): 0.8,
+            ("topic: blue shape", IMG): 0.3,
+            ("topic: green things", IMG): None,  # failed: judged anyway
         }
     )
     result = run(backend, lock, relevance="vlm")
     assert [r.outcome for r in result.rules] == ["violated", "irrelevant", "not_violated"]
     assert result.calls["relevance"] == 3
     assert result.rules[0].relevance_threshold == 0.5
+    asked = [c.statement for c in backend.calls_of("yes_no") if c.statement.startswith("topic")]
+    assert asked == ["topic: red things", "topic: blue shape", "topic: green things"]
 
 
 def test_relevance_threshold_per_rule_override() -> None:

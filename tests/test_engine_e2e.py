@@ -9,6 +9,7 @@ counts in the expected direction. The numbers are printed for the closing note
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections import Counter
@@ -23,6 +24,11 @@ from judge.resources import data_dir
 pytestmark = pytest.mark.slow
 
 N_IMAGES = 40
+# Floors for the VLM relevance scan (the topic question, prompts/relevance_question.j2 v3).
+# Set before the toy VLM retrained on that question was measured: tighten them to a margin
+# below what the retrained models reach (the paper's CLIP kept 96.6% of violated rules).
+VLM_RELEVANCE_F1_FLOOR = 0.85
+RELEVANCE_RECALL_FLOOR = 0.9
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +119,46 @@ def test_toy_world_on_the_vllm_server(
     print(f"vllm-server, vlm relevance: {vlm_relevance}")
     assert vlm_relevance["calls"]["relevance"] > 0
     assert base["f1"] >= 0.9, base
+    # The topic question must keep the verdicts, not only make calls.
+    assert vlm_relevance["f1"] >= VLM_RELEVANCE_F1_FLOOR, vlm_relevance
+
+
+def test_relevance_scans_side_by_side(
+    toy_policy: Path, held_out: list[dict[str, Any]], toy_models: Any
+) -> None:
+    """CLIP and the VLM's topic question on the same (image, rule) pairs: the recall of
+    violated rules and the share of pairs filtered (the paper's two numbers for CLIP)."""
+    from judge.constitution import Constitution
+    from judge.engine.judge import make_backend
+    from judge.evaluate.datasets import Example
+    from judge.evaluate.relevance import format_relevance, relevance_quality, score_relevance
+    from judge.vision.relevance import ClipRelevance
+
+    lock = Constitution.load(toy_policy).lock
+    examples = [
+        Example(
+            id=row["image"],
+            label=row["label"],
+            rules=tuple(row["violated"]),
+            path=Path(row["path"]),
+        )
+        for row in held_out
+    ]
+    scorer = ClipRelevance(toy_models.clip)
+
+    async def both() -> tuple[Any, Any]:
+        backend = make_backend("toy")  # one event loop for the back end's whole life
+        try:
+            clip = await score_relevance(lock, examples, scorer, backend=backend)
+            vlm = await score_relevance(lock, examples, "vlm", backend=backend)
+        finally:
+            await backend.aclose()
+        return relevance_quality(clip, "clip"), relevance_quality(vlm, "vlm")
+
+    clip, vlm = asyncio.run(both())
+    print("\n" + format_relevance([clip, vlm]))
+    print({"clip": clip.as_dict(), "vlm": vlm.as_dict()})
+    assert clip.violated > 0 and clip.pairs == vlm.pairs
+    for quality in (clip, vlm):
+        assert quality.recall is not None and quality.recall >= RELEVANCE_RECALL_FLOOR, quality
+        assert quality.filtered > 0, quality  # a scan that filters nothing does no work

@@ -251,11 +251,9 @@ def test_vlm_relevance_queries_share_the_prefix() -> None:
     assert len(queries) == 2
     assert queries[0].instructions == queries[1].instructions != ""
     assert all(q.image is image and q.image_key == "img1" for q in queries)
-    assert "the image shows a knife" in queries[0].question
+    assert queries[0].question.endswith("Topic: a knife")
     assert vlm.prompt_versions.keys() == {"visibility_instructions", "relevance_question"}
-    backend = ScriptedBackend(
-        {("the image shows a knife", "img1"): 0.9, ("the image shows blood", "img1"): None}
-    )
+    backend = ScriptedBackend({("topic: a knife", "img1"): 0.9, ("topic: blood", "img1"): None})
     scores = asyncio.run(vlm.score(backend, image, ["a knife", "blood"], image_key="img1"))
     assert scores[0] == pytest.approx(0.9) and scores[1] is None
     assert backend.batches == 1  # one request for all rules of the image

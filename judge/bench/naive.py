@@ -39,6 +39,7 @@ from judge.engine.procedure import (
     rule_thresholds,
     unreadable,
 )
+from judge.engine.topics import relevance_question, rule_topic
 from judge.engine.verdict import Box, PreconditionEvidence, RuleVerdict, Verdict
 from judge.errors import BackendError, ImageError, InputError
 from judge.models.base import Backend, YesNoQuery, YesNoResult
@@ -214,7 +215,7 @@ class NaiveJudge:
             for rule in self.rules:
                 query = YesNoQuery(
                     instructions=self.instructions,
-                    question=prompts.render("relevance_question", subject=self._rule_text(rule)),
+                    question=relevance_question(rule_topic(rule)),
                     image=work.pixels,
                     image_key=work.key,
                 )

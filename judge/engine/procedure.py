@@ -39,6 +39,7 @@ from judge import prompts
 from judge.constitution.schema import CompiledRule, Lock, PreconditionSpec
 from judge.engine.cascade import CascadeItem, CascadeResult, run_cascade
 from judge.engine.priors import Prior, PriorCache
+from judge.engine.topics import relevance_question, rule_topic
 from judge.engine.verdict import (
     AlternativeEvidence,
     Box,
@@ -241,14 +242,15 @@ class _Run:
         scorer = self.s.relevance if self.s.options.relevance else None
         started = time.perf_counter()
         if scorer == "vlm":
+            # The served model is asked about each rule's topic, not its text.
             queries = [
                 YesNoQuery(
                     instructions=self.s.instructions,
-                    question=prompts.render("relevance_question", subject=text),
+                    question=relevance_question(rule_topic(rule)),
                     image=self.image,
                     image_key=self.key,
                 )
-                for text in texts
+                for rule in rules
             ]
             self.calls["relevance"] += len(queries)
             results = await self.s.backend.yes_no(queries)

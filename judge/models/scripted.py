@@ -1,10 +1,12 @@
 """A scripted back end for decision-table tests of the engine.
 
 Answers are keyed by (statement, image key): the statement is read from the question's
-"Statement: ..." line, and the image key is `YesNoQuery.image_key` (None for the language
-prior). Anything asked that was not scripted raises `UnscriptedCall` at once, so a test
-fails loudly when the engine makes a call it should not; every call is recorded in
-`calls` so tests can also assert what was asked, and in which batches.
+"Statement: ..." line (a relevance question's "Topic: X" line is keyed "topic: X", so it
+never answers for a visibility statement of the same words), and the image key is
+`YesNoQuery.image_key` (None for the language prior). Anything asked that was not
+scripted raises `UnscriptedCall` at once, so a test fails loudly when the engine makes a
+call it should not; every call is recorded in `calls` so tests can also assert what was
+asked, and in which batches.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from judge.models.base import Backend, Chat, Generation, YesNoQuery, YesNoResult
 
 _STATEMENT = re.compile(r"^Statement:\s*(.*?)\s*$", re.MULTILINE)
+_TOPIC = re.compile(r"^Topic:\s*(.*?)\s*$", re.MULTILINE)
 
 Key = tuple[str, str | None]
 # A scripted Yes/No answer: M itself, a full result, or None for a missing answer.
@@ -37,9 +40,13 @@ class Call:
 
 
 def statement_of(text: str) -> str:
-    """The statement a rendered question is about (its "Statement:" line)."""
+    """The statement a rendered question is about (its "Statement:" line), or
+    "topic: X" for a relevance question about topic X."""
     match = _STATEMENT.search(text)
-    return match.group(1) if match else text.strip()
+    if match:
+        return match.group(1)
+    topic = _TOPIC.search(text)
+    return f"topic: {topic.group(1)}" if topic else text.strip()
 
 
 def _result(answer: Answer) -> YesNoResult:

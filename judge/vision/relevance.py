@@ -6,8 +6,9 @@ Two scorers:
   computed in the judge process; a rule is judged only if it exceeds `t` (paper: 0.22 with
   `openai/clip-vit-base-patch16`). SigLIP cosines live in another range: calibrate `t`.
 * `VlmRelevance`: for deployments with only a served judge model, one Yes/No query per
-  rule, asked with the same instructions+image prefix as the visibility queries so the
-  server's prefix cache shares the image's tokens.
+  rule about the rule's short topic ("does the image show anything related to nudity?"),
+  asked with the same instructions+image prefix as the visibility queries so the server's
+  prefix cache shares the image's tokens. Not in the paper: see docs/deviations.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from judge.vision.masking import mean_colour, shrink
 
 if TYPE_CHECKING:
     import torch
+
+    from judge.constitution.schema import CompiledRule
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 DEFAULT_SIGLIP = "google/siglip-base-patch16-224"
@@ -151,7 +154,9 @@ class ClipRelevance:
 
 
 class VlmRelevance:
-    """Relevance asked of the served judge model: "does the image show <subject>?".
+    """Relevance asked of the served judge model: "does the image show anything related to
+    <topic>?", one Yes/No query per rule (`judge.engine.topics.rule_topic` gives a rule's
+    topic: never its full text, which does not read as a topic).
 
     The queries share the visibility instructions, so [instructions][image] is one cached
     prefix for the relevance and the visibility questions of an image.
@@ -168,32 +173,44 @@ class VlmRelevance:
         return prompts.versions(self.instructions_prompt, self.question_prompt)
 
     def queries(
-        self, image: Image.Image, subjects: Sequence[str], image_key: str | None = None
+        self, image: Image.Image, topics: Sequence[str], image_key: str | None = None
     ) -> list[YesNoQuery]:
-        """One Yes/No query per subject (a rule's text), in order."""
+        """One Yes/No query per topic, in order."""
         return [
             YesNoQuery(
                 instructions=self.instructions,
-                question=prompts.render(self.question_prompt, subject=subject),
+                question=prompts.render(self.question_prompt, topic=topic),
                 image=image,
                 image_key=image_key,
             )
-            for subject in subjects
+            for topic in topics
         ]
 
     async def score(
         self,
         backend: Backend,
         image: Image.Image,
-        subjects: Sequence[str],
+        topics: Sequence[str],
         image_key: str | None = None,
     ) -> list[float | None]:
-        """M = P(Yes)/(P(Yes)+P(No)) per subject; None where the model gave no answer
+        """M = P(Yes)/(P(Yes)+P(No)) per topic; None where the model gave no answer
         (the caller should then keep the rule: skipping it could hide a violation)."""
-        if not subjects:
+        if not topics:
             return []
-        results = await backend.yes_no(self.queries(image, subjects, image_key))
+        results = await backend.yes_no(self.queries(image, topics, image_key))
         return [r.m for r in results]
+
+    async def score_rules(
+        self,
+        backend: Backend,
+        image: Image.Image,
+        rules: Sequence[CompiledRule],
+        image_key: str | None = None,
+    ) -> list[float | None]:
+        """`score` with each rule's topic."""
+        from judge.engine.topics import rule_topic
+
+        return await self.score(backend, image, [rule_topic(r) for r in rules], image_key)
 
 
 def make_relevance(spec: str | None) -> ClipRelevance | VlmRelevance | None:
