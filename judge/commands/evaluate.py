@@ -77,9 +77,16 @@ def eval_(
         str,
         typer.Option(
             help="Ablations: no-objectify,no-preconditions,no-debias,no-relevance,no-center,"
-            "no-cascade, all or none."
+            "no-cascade,fill-blur,fill-black, all or none."
         ),
     ] = "none",
+    fill: Annotated[
+        str,
+        typer.Option(
+            help="How the central-region check removes a box: mean, blur or black "
+            "(the fill-* ablations keep their own)."
+        ),
+    ] = "mean",
     model: ModelOption = None,
     backend: BackendOption = None,
     server: ServerOption = None,
@@ -109,11 +116,13 @@ def eval_(
     Writes OUT/report.json, OUT/report.md and OUT/report.html. Running the same command
     again continues where it stopped; --fresh starts over.
     """
+    from judge.engine.procedure import JudgeOptions
     from judge.evaluate.ablations import parse_ablations
     from judge.evaluate.baselines import parse_baselines
     from judge.evaluate.evaluation import EvalSpec, run_evaluation, write_reports
     from judge.store import Store
 
+    JudgeOptions(fill=fill)  # type: ignore[arg-type]  # a bad fill fails before any work
     chosen_baselines = parse_baselines(baselines)
     chosen_ablations = parse_ablations(ablations)
     policy = Constitution.load(constitution)
@@ -132,6 +141,7 @@ def eval_(
         relevance=relevance,
         locator=locator,
         thresholds=thresholds,
+        fill=fill,
         ablations=chosen_ablations,
         baselines=chosen_baselines,
         split=split,

@@ -247,6 +247,10 @@ def run(
     no_cascade: Annotated[
         bool, typer.Option("--no-cascade", help="Skip the reasoning stage.")
     ] = False,
+    fill: Annotated[
+        str,
+        typer.Option(help="How the central-region check removes a box: mean, blur or black."),
+    ] = "mean",
     thresholds: Annotated[
         Path | None, typer.Option(help="YAML/JSON file of threshold overrides.")
     ] = None,
@@ -269,6 +273,7 @@ def run(
         cascade=not no_cascade,
         first_violation=first_violation,
         all_frames=all_frames,
+        fill=fill,  # type: ignore[arg-type]  # JudgeOptions checks the name
     )
     policy = _policy(constitution, compile_lock, model, backend, server)
     done = resume_jsonl(jsonl) if jsonl else set()

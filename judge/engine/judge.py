@@ -16,6 +16,7 @@ asynchronous methods on one Judge.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import threading
@@ -157,6 +158,8 @@ class Judge:
         thresholds: run thresholds (a Thresholds, overrides, a dict or a YAML/JSON file),
             on top of the paper's defaults and the constitution's `defaults.thresholds`.
         options: stage switches (`JudgeOptions`).
+        fill: how the central-region step removes a box: "mean" colour (the default),
+            "blur" or "black"; None keeps `options.fill`.
         store: the SQLite store (prior cache, decision log): a path, a Store, or None
             for `<cache>/judge.sqlite3`.
     """
@@ -173,10 +176,13 @@ class Judge:
         locator: str | None = None,
         thresholds: ThresholdsInput = None,
         options: JudgeOptions | None = None,
+        fill: str | None = None,
         store: str | Path | Store | None = None,
     ) -> None:
         self._lock_obj = _load_lock(constitution)
         self.options = options or JudgeOptions()
+        if fill is not None:  # JudgeOptions checks the name
+            self.options = dataclasses.replace(self.options, fill=fill)  # type: ignore[arg-type]
         defaults = self._lock_obj.defaults
         model = model or defaults.model
         # Built or loaded only for the parts that need it (not with a back end given and
@@ -305,6 +311,7 @@ class Judge:
             calls=calls,
             timings={"load": load_s, **timings},
             frame=loaded.frame if self.options.all_frames else None,
+            fill=self.options.fill_used(setup.locator),
         )
 
     async def astream(

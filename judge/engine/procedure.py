@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from PIL import Image
 
@@ -50,6 +50,9 @@ from judge.engine.verdict import (
 )
 from judge.models.base import Backend, YesNoQuery, YesNoResult
 from judge.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from judge.vision.masking import FillMethod
 
 # The prompts whose versions a verdict records.
 PROMPTS: tuple[str, ...] = (
@@ -73,6 +76,19 @@ class JudgeOptions:
     objectified: bool = True  # False: the author's source text instead of the objectified text
     first_violation: bool = False  # stop judging an image at its first violated rule
     all_frames: bool = False  # animated images: judge every frame (default: first frame)
+    # How stage 4b removes the central region: "mean" colour (default), "blur" or "black".
+    fill: FillMethod = "mean"
+
+    def __post_init__(self) -> None:
+        from judge.errors import InputError
+        from judge.vision.masking import FILL_METHODS
+
+        if self.fill not in FILL_METHODS:
+            raise InputError(f"unknown fill {self.fill!r}; choose one of {', '.join(FILL_METHODS)}")
+
+    def fill_used(self, locator: Locator | None) -> FillMethod | None:
+        """The fill a run with `locator` uses; None when no region is ever removed."""
+        return self.fill if self.center and locator is not None else None
 
 
 class RelevanceScorer(Protocol):
@@ -86,10 +102,19 @@ class Locator(Protocol):
 Relevance = RelevanceScorer | Literal["vlm"] | None
 
 
-def _default_fill(image: Image.Image, box: Box) -> Image.Image:
+def make_fill(method: FillMethod) -> Callable[[Image.Image, Box], Image.Image]:
+    """The region-removal function of `method` (judge.vision.masking.fill_box)."""
     from judge.vision.masking import fill_box
 
-    return fill_box(image, box)
+    def fill(image: Image.Image, box: Box) -> Image.Image:
+        return fill_box(image, box, method)
+
+    return fill
+
+
+def _default_fill(image: Image.Image, box: Box) -> Image.Image:
+    # Stands for "the fill the options name": Setup swaps it for that fill.
+    return make_fill("mean")(image, box)
 
 
 def _default_crop(image: Image.Image, box: Box) -> Image.Image:
@@ -135,6 +160,11 @@ class Setup:
     # One vision-encoder forward pass at a time: on a few CPU cores, parallel passes only
     # thrash, and images in flight still overlap their model calls.
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        # The default fill follows the options; a fill passed in (tests) is used as given.
+        if self.fill is _default_fill:
+            self.fill = make_fill(self.options.fill)
 
 
 @dataclass
@@ -627,8 +657,10 @@ def make_verdict(
     calls: Mapping[str, int],
     timings: Mapping[str, float],
     frame: int | None = None,
+    fill: str | None = None,
 ) -> Verdict:
-    """The image's verdict from its rule verdicts (`loaded`: a judge.images.LoadedImage)."""
+    """The image's verdict from its rule verdicts (`loaded`: a judge.images.LoadedImage;
+    `fill`: the region-removal fill the run used, if any)."""
     outcome, violated, undecided = image_outcome(rules)
     return Verdict(
         image_id=loaded.image_id,
@@ -645,5 +677,6 @@ def make_verdict(
             prompt_versions=prompts.versions(*PROMPTS),
             timings={k: round(v, 6) for k, v in timings.items()},
             calls=dict(calls),
+            fill=fill,
         ),
     )

@@ -72,6 +72,9 @@ class RunInfo(_Frozen):
     prompt_versions: dict[str, int]
     timings: dict[str, float] = Field(default_factory=dict)  # seconds per stage
     calls: dict[str, int] = Field(default_factory=dict)  # model calls by kind
+    # How stage 4b removed the central region ("mean", "blur", "black"); None when it was
+    # off (no locator, or JudgeOptions.center False).
+    fill: str | None = None
 
 
 class Verdict(_Frozen):

@@ -1,11 +1,13 @@
 """The full method and its ablations, each a set of `JudgeOptions`.
 
 Names as `judge eval --ablations` takes them; "full" is the method itself and always runs.
+The fill ablations ("fill-blur", "fill-black") are the full method with another way of
+removing the central region; every other ablation uses the run's fill (`judge eval --fill`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from judge.engine.judge import Judge
@@ -23,8 +25,20 @@ ABLATIONS: dict[str, JudgeOptions] = {
     "no-relevance": JudgeOptions(relevance=False),  # every rule judged on every image
     "no-center": JudgeOptions(center=False),  # no central-region step
     "no-cascade": JudgeOptions(cascade=False),  # uncertain stays undecided
+    # The region removal the paper leaves open: each fill other than the default.
+    "fill-blur": JudgeOptions(fill="blur"),
+    "fill-black": JudgeOptions(fill="black"),
 }
 METHODS: dict[str, JudgeOptions] = {FULL: JudgeOptions(), **ABLATIONS}
+
+
+def method_options(name: str, fill: str = "mean") -> JudgeOptions:
+    """The options of method `name` in a run whose fill is `fill`: a fill ablation keeps
+    its own fill, everything else takes the run's."""
+    options = METHODS[name]
+    if name.startswith("fill-"):
+        return options
+    return replace(options, fill=fill)  # type: ignore[arg-type]  # JudgeOptions checks it
 
 
 def parse_ablations(text: str | None) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from judge.constitution.schema import Lock
 from judge.engine.judge import Judge, ThresholdsInput
-from judge.evaluate.ablations import FULL, METHODS, JudgeMethod
+from judge.evaluate.ablations import FULL, JudgeMethod, method_options
 from judge.evaluate.baselines import Baseline, Judged
 from judge.evaluate.datasets import Example, LabelledSet
 from judge.evaluate.report import (
@@ -40,6 +40,7 @@ class EvalSpec:
     relevance: str | None = None
     locator: str | None = None
     thresholds: ThresholdsInput = None
+    fill: str = "mean"  # region removal of the method and its ablations (not "fill-*")
     ablations: Sequence[str] = ()
     baselines: Sequence[str] = ()
     split: str | None = None
@@ -95,7 +96,7 @@ async def _run_model(
     first = Judge(
         spec.lock, model=model, backend=spec.backend, server=spec.server, api_key=spec.api_key,
         relevance=spec.relevance, locator=spec.locator, thresholds=spec.thresholds,
-        options=METHODS[FULL], store=store,
+        options=method_options(FULL, spec.fill), store=store,
     )
     judges = [first]
     try:
@@ -105,8 +106,8 @@ async def _run_model(
         for name in spec.ablations:
             judge = Judge(
                 spec.lock, model=model, backend=backend, relevance=spec.relevance,
-                locator=spec.locator, thresholds=spec.thresholds, options=METHODS[name],
-                store=store,
+                locator=spec.locator, thresholds=spec.thresholds,
+                options=method_options(name, spec.fill), store=store,
             )
             judges.append(judge)
             methods.append(JudgeMethod(name, judge))
