@@ -82,7 +82,12 @@ def test_full_method_beats_the_entire_constitution_baseline(
         "no-relevance",
         "no-center",
         "no-cascade",
+        "fill-blur",
+        "fill-black",
     }
+    # Every row counts every image (an undecided one as wrong), so the rows compare.
+    assert all(row["n"] == N_IMAGES for row in rows.values()), table
+    assert all("fail_closed" in row for row in rows.values())
     # Per-rule results exist for the method, and the report pages were written.
     assert report["methods"][0]["per_rule"]
     assert (out / "report.html").stat().st_size > 1000
