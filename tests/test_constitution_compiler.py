@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import textwrap
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -368,15 +367,14 @@ def test_rules_compile_concurrently_up_to_the_bound():
         script[("preconditions", t)] = [chain(["x"])]
     rules = [(f"r{i}", t) for i, t in enumerate(texts)]
 
-    timings = {}
+    # What concurrency does, not how long it took (wall-clock belongs to `judge bench`):
+    # the same 16 calls, with exactly `bound` of them in flight at the peak. The delay
+    # keeps each call open long enough for the others to start.
     for bound in (1, 4):
         model = FakeCompilerModel(script, delay=0.05)
-        started = time.perf_counter()
         policy(*rules).compile(model, concurrency=bound)
-        timings[bound] = time.perf_counter() - started
         assert model.max_in_flight == bound
-    assert timings[1] > 0.8  # 16 calls one at a time
-    assert timings[4] < timings[1] / 2.5
+        assert len(model.calls) == 16
 
 
 def test_every_request_failing_is_a_backend_error():
