@@ -79,9 +79,15 @@ def random_case(rng: random.Random) -> dict[str, Any]:
     rules = []
     for i in range(rng.randint(1, 4)):
         pres = [
-            PreconditionSpec(
-                any_of=rng.sample(STATEMENTS, rng.randint(1, 2)),
-                objects=rng.sample(WORDS, rng.randint(0, 2)),
+            PreconditionSpec.model_validate(
+                {
+                    # Some alternatives name their own object words (their own boxes).
+                    "any_of": [
+                        {"text": s, "objects": rng.sample(WORDS, 1)} if rng.random() < 0.3 else s
+                        for s in rng.sample(STATEMENTS, rng.randint(1, 2))
+                    ],
+                    "objects": rng.sample(WORDS, rng.randint(0, 2)),
+                }
             )
             for _ in range(rng.randint(1, 3))
         ]

@@ -34,6 +34,7 @@ from judge.engine.procedure import (
     JudgeOptions,
     Locator,
     Relevance,
+    make_fill,
     make_verdict,
     model_failure,
     rule_thresholds,
@@ -46,12 +47,6 @@ from judge.models.base import Backend, YesNoQuery, YesNoResult
 from judge.thresholds import Thresholds
 
 ImageSource = str | Path | bytes | Image.Image
-
-
-def _fill(image: Image.Image, box: Box) -> Image.Image:
-    from judge.vision.masking import fill_box
-
-    return fill_box(image, box)
 
 
 def _crop(image: Image.Image, box: Box) -> Image.Image:
@@ -88,6 +83,7 @@ class NaiveJudge:
         options: stage switches; `first_violation` and `all_frames` are not supported.
         relevance: a scorer with `score(image, texts)`, "vlm", or None (scan off).
         locator: a locator with `locate(image, words)`, or None.
+        fill: how a box is removed; None: the fill `options.fill` names.
     """
 
     def __init__(
@@ -99,7 +95,7 @@ class NaiveJudge:
         options: JudgeOptions | None = None,
         relevance: Relevance = None,
         locator: Locator | None = None,
-        fill: Callable[[Image.Image, Box], Image.Image] = _fill,
+        fill: Callable[[Image.Image, Box], Image.Image] | None = None,
         crop: Callable[[Image.Image, Box], Image.Image] = _crop,
     ) -> None:
         self.lock = lock
@@ -111,7 +107,7 @@ class NaiveJudge:
         self.rules = lock.enabled_rules()
         self.relevance = relevance if self.options.relevance else None
         self.locator = locator if self.options.center else None
-        self.fill, self.crop = fill, crop
+        self.fill, self.crop = fill or make_fill(self.options.fill), crop
         self.instructions = prompts.render("visibility_instructions")
 
     @classmethod
@@ -202,7 +198,7 @@ class NaiveJudge:
     def _chain(self, rule: CompiledRule) -> list[PreconditionSpec]:
         if self.options.preconditions:
             return list(rule.preconditions)
-        objects = list(dict.fromkeys(o for p in rule.preconditions for o in p.objects))[:8]
+        objects = list(dict.fromkeys(o for p in rule.preconditions for o in p.all_objects()))[:8]
         return [PreconditionSpec(any_of=[self._rule_text(rule)], objects=objects)]
 
     # ---- stage 3: relevance ------------------------------------------------------------
@@ -236,33 +232,42 @@ class NaiveJudge:
 
     async def _locate(
         self, work: _Image, rules: Sequence[CompiledRule]
-    ) -> dict[tuple[str, int], _View]:
-        """The image each precondition is asked about, by (rule id, precondition index)."""
+    ) -> dict[tuple[str, int, str], _View]:
+        """The image each alternative is asked about, by (rule id, precondition index,
+        statement): the box of the alternative's own object words, as in the engine."""
         chains = {r.id: self._chain(r) for r in rules}
-        words = list(dict.fromkeys(w for c in chains.values() for p in c for w in p.objects))
+        words = list(
+            dict.fromkeys(
+                w for c in chains.values() for p in c for s in p.any_of for w in p.objects_of(s)
+            )
+        )
         boxes: Mapping[str, Box | None] = {}
         if self.locator is not None and words:
             work.calls["locator"] += 1
             boxes = await asyncio.to_thread(self.locator.locate, work.pixels, words)
         area = float(work.pixels.width * work.pixels.height)
-        views: dict[tuple[str, int], _View] = {}
+        views: dict[tuple[str, int, str], _View] = {}
         for rule in rules:
             th = self.thresholds[rule.id]
             for index, pre in enumerate(chains[rule.id]):
-                found = [boxes.get(w) for w in pre.objects]
-                confident = [b for b in found if b is not None and b.confidence > th.box_confidence]
-                if not confident:
-                    views[(rule.id, index)] = _View(work.pixels, work.key)
-                    continue
-                box = max(confident, key=lambda b: b.confidence)
-                if box.area() < th.crop_area * area:
-                    # No sharing between preconditions: each cuts its own crop.
-                    crop = self.crop(work.pixels, box)
-                    views[(rule.id, index)] = _View(
-                        crop, f"{work.key}#crop:{box.label}", box, cropped=True
-                    )
-                else:
-                    views[(rule.id, index)] = _View(work.pixels, work.key, box)
+                for statement in pre.any_of:
+                    where = (rule.id, index, statement)
+                    found = [boxes.get(w) for w in pre.objects_of(statement)]
+                    confident = [
+                        b for b in found if b is not None and b.confidence > th.box_confidence
+                    ]
+                    if not confident:
+                        views[where] = _View(work.pixels, work.key)
+                        continue
+                    box = max(confident, key=lambda b: b.confidence)
+                    if box.area() < th.crop_area * area:
+                        # No sharing between alternatives: each cuts its own crop.
+                        crop = self.crop(work.pixels, box)
+                        views[where] = _View(
+                            crop, f"{work.key}#crop:{box.label}", box, cropped=True
+                        )
+                    else:
+                        views[where] = _View(work.pixels, work.key, box)
         return views
 
     # ---- stages 4 and 5 for one rule -----------------------------------------------------
@@ -283,7 +288,7 @@ class NaiveJudge:
         self,
         work: _Image,
         rule: CompiledRule,
-        views: dict[tuple[str, int], _View],
+        views: dict[tuple[str, int, str], _View],
         score: float | None,
         threshold: float | None,
     ) -> RuleVerdict:
@@ -292,7 +297,8 @@ class NaiveJudge:
         states: list[str] = []
         reasons: list[str] = []
         for index, pre in enumerate(chain):
-            state, why = await self._precondition(work, pre, views[(rule.id, index)], th)
+            own = {s: views[(rule.id, index, s)] for s in pre.any_of}
+            state, why = await self._precondition(work, pre, own, th)
             states.append(state)
             reasons += [f"precondition {index + 1}: {w}" for w in why]
             if state == "not_met":
@@ -319,15 +325,16 @@ class NaiveJudge:
         )
 
     async def _precondition(
-        self, work: _Image, pre: PreconditionSpec, view: _View, th: Thresholds
+        self, work: _Image, pre: PreconditionSpec, views: dict[str, _View], th: Thresholds
     ) -> tuple[str, list[str]]:
-        """(met | not_met | undecided, reasons for undecided alternatives)."""
+        """(met | not_met | undecided, reasons for undecided alternatives); `views`: the
+        image each alternative is asked about."""
         states: dict[str, str] = {}
         m_of: dict[str, float] = {}
         why: list[str] = []
         # Stage 4a: each alternative in turn, its prior asked afresh every time.
         for statement in dict.fromkeys(pre.any_of):
-            result = await self._ask(work, "first_pass", statement, view)
+            result = await self._ask(work, "first_pass", statement, views[statement])
             if self.options.debias:
                 prior_result = await self._ask(work, "prior", statement, None)
                 prior, prior_error = prior_result.m, prior_result.error
@@ -347,16 +354,15 @@ class NaiveJudge:
                 )
             if states[statement] == "met":
                 return "met", []
-        # Stage 4b: the central region, for what is still uncertain.
-        if view.box is not None and "uncertain" in states.values():
-            filled = self.fill(work.pixels, view.box)
-            masked = _View(
-                self.crop(filled, view.box) if view.cropped else filled,
-                f"{view.key}#mask:{view.box.label}",
-            )
-            for statement, state in list(states.items()):
-                if state != "uncertain":
-                    continue
+        # Stage 4b: the central region, for what is still uncertain and has a box.
+        for statement, state in list(states.items()):
+            view = views[statement]
+            if state == "uncertain" and view.box is not None:
+                filled = self.fill(work.pixels, view.box)
+                masked = _View(
+                    self.crop(filled, view.box) if view.cropped else filled,
+                    f"{view.key}#mask:{view.box.label}",
+                )
                 result = await self._ask(work, "masked", statement, masked)
                 if result.m is None:
                     states[statement] = "undecided"
@@ -371,7 +377,7 @@ class NaiveJudge:
                 states[statement] = "undecided"
                 why.append(f"{statement!r}: uncertain, and the cascade is off")
                 continue
-            item = CascadeItem(statement, view.image, view.key)
+            item = CascadeItem(statement, views[statement].image, views[statement].key)
             result_c = (await run_cascade(self.backend, self.instructions, [item]))[0]
             work.calls["cascade"] += 1
             work.calls["generate"] += result_c.generations

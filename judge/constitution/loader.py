@@ -285,7 +285,9 @@ def source_json_schema() -> dict[str, Any]:
     """
     schema = ConstitutionSpec.model_json_schema()
     full = schema["$defs"]["PreconditionSpec"]
-    text = full["properties"]["any_of"]["items"]
+    # An alternative may be a statement or a {text, objects} mapping; the shorthands
+    # (a bare statement, `statement:`) take a statement only.
+    text = full["properties"]["any_of"]["items"]["anyOf"][0]
     statement_form = {
         "type": "object",
         "additionalProperties": False,

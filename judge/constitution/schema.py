@@ -21,6 +21,11 @@ Source form, e.g. `policy.yaml`:
           - [the body has bloody injuries, the body is burnt]   # OR alternatives
           - any_of: [the throat is cut]                         # mapping form, with
             objects: [throat]                                   # central object words
+          - any_of:                                             # an alternative may
+              - text: the throat is cut                         # name its own words;
+                objects: [throat]                               # the others use the
+              - the torso is torn open                          # precondition's
+            objects: [torso]
 
 Lock form, `policy.lock.yaml`: see `Lock`.
 """
@@ -30,7 +35,17 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from judge.thresholds import ThresholdOverrides
 
@@ -43,24 +58,98 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PreconditionSpec(_Strict):
-    """One precondition: met if any alternative is visible."""
+class AlternativeSpec(_Strict):
+    """An OR alternative in its mapping form: the statement, and the central object words
+    that belong to it rather than to the whole precondition."""
 
-    any_of: list[Text] = Field(min_length=1, max_length=16)
+    text: Text
     objects: list[Text] = Field(default_factory=list, max_length=8)
 
-    @model_validator(mode="before")
+
+def _alternatives_json_schema(schema: dict[str, Any]) -> None:
+    # Editors should accept an alternative written as {text, objects} as well.
+    schema["items"] = {"anyOf": [schema["items"], AlternativeSpec.model_json_schema()]}
+
+
+class PreconditionSpec(_Strict):
+    """One precondition: met if any alternative is visible.
+
+    An alternative is a statement, or a mapping `{text: ..., objects: [...]}` that names its
+    own central object words; `objects` are the words of every alternative that names none.
+    A box found for an alternative's words is used for that alternative only (a small box
+    of "throat" must not stand in for "the torso is torn open").
+
+    `any_of` holds the statements, so every reader sees a list of text; the words an
+    alternative names itself are kept apart (`objects_of`) and written back in the mapping
+    form, so a lock round-trips and a plain precondition dumps (and hashes) as before.
+    """
+
+    any_of: list[Text] = Field(
+        min_length=1, max_length=16, json_schema_extra=_alternatives_json_schema
+    )
+    objects: list[Text] = Field(default_factory=list, max_length=8)
+    _own_objects: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _short_forms(cls, value: Any) -> Any:
+    def _short_forms(cls, value: Any, handler: Any) -> Any:
         # "statement" and ["alt", "alt"] are shorthands for {any_of: [...]}.
         if isinstance(value, str):
-            return {"any_of": [value]}
-        if isinstance(value, list):
-            return {"any_of": value}
-        if isinstance(value, dict) and "statement" in value and "any_of" not in value:
+            value = {"any_of": [value]}
+        elif isinstance(value, list):
+            value = {"any_of": value}
+        elif isinstance(value, dict) and "statement" in value and "any_of" not in value:
             value = dict(value)
             value["any_of"] = [value.pop("statement")]
-        return value
+        own: dict[str, list[str]] = {}
+        if isinstance(value, dict) and isinstance(value.get("any_of"), list):
+            statements = []
+            for index, item in enumerate(value["any_of"]):
+                if isinstance(item, dict):
+                    alternative = _alternative(item, index)
+                    item = alternative.text
+                    if alternative.objects:
+                        own[item] = list(alternative.objects)
+                statements.append(item)
+            value = {**value, "any_of": statements}
+        spec = handler(value)
+        if own:
+            spec._own_objects = own
+        return spec
+
+    @model_serializer(mode="wrap")
+    def _alternatives_with_objects(self, handler: Any) -> Any:
+        data = handler(self)
+        if self._own_objects and isinstance(data, dict) and "any_of" in data:
+            data["any_of"] = [
+                {"text": s, "objects": self._own_objects[s]} if s in self._own_objects else s
+                for s in data["any_of"]
+            ]
+        return data
+
+    def objects_of(self, statement: str) -> list[str]:
+        """The central object words of alternative `statement`: its own, else the
+        precondition's."""
+        return self._own_objects.get(statement.strip(), self.objects)
+
+    def all_objects(self) -> list[str]:
+        """Every central object word of the precondition, its alternatives' included."""
+        words = [*self.objects, *(w for s in self.any_of for w in self.objects_of(s))]
+        return list(dict.fromkeys(words))
+
+
+def _alternative(item: dict[str, Any], index: int) -> AlternativeSpec:
+    """An alternative written as a mapping, or a readable error naming it."""
+    try:
+        return AlternativeSpec.model_validate(item)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PydanticCustomError(
+            "alternative",
+            "alternative {number}: {where}: {problem}",
+            {"number": index + 1, "where": where or "it", "problem": first["msg"]},
+        ) from None
 
 
 class Defaults(_Strict):

@@ -3,15 +3,18 @@
 Per image:
 1. Relevance: a rule is judged only if its relevance score exceeds its threshold
    (CLIP/SigLIP cosine, or the served model's own Yes/No answer), unless the scan is off.
-2. Locate: one locator pass with the central-object words of every relevant precondition.
-   A confident box smaller than `crop_area` of the image: its crop replaces the image
-   for that precondition's queries.
+2. Locate: one locator pass with the central-object words of every relevant precondition
+   and alternative. Each alternative takes the most confident box of its own words (the
+   precondition's words unless it names its own); a box smaller than `crop_area` of the
+   image: its crop replaces the image for that alternative's queries. An alternative
+   without a box of its own is asked on the whole image, whatever its siblings found.
 3. First pass: every alternative of every precondition of every relevant rule, asked in
    one Yes/No batch (identical questions once), with the priors M(None, c) alongside.
    d = M - prior: d < a1 not met, d > a2 met, otherwise uncertain.
 4. Rounds: each undecided rule takes the first still-uncertain precondition of its AND
-   chain through the next stage: the central-region check (mask the box with the mean
-   colour, re-ask; M(x) - M(x minus box) > beta means met), then the cascade. A chain
+   chain through the next stage: the central-region check for its alternatives with a box
+   (remove the box, by default with the mean colour, re-ask; M(x) - M(x minus box) > beta
+   means met), then the cascade for what is still uncertain. A chain
    stops at its first precondition that is definitively not met, so the expensive stages
    run only for preconditions that can still change the rule's outcome.
 5. OR: an alternative met makes its precondition met; all not met make it not met.
@@ -200,6 +203,9 @@ class _Alt:
     rationale: str | None = None
     error: str | None = None
     centered: bool = False
+    # The image this alternative is asked about: the whole image, or the crop of a small
+    # box of its own object words (set by `locate`).
+    view: _View | None = None
 
 
 @dataclass(eq=False)
@@ -207,7 +213,6 @@ class _Pre:
     index: int
     spec: PreconditionSpec
     alts: list[_Alt]
-    view: _View | None = None
 
     def state(self) -> str:
         states = [a.state for a in self.alts]
@@ -313,7 +318,8 @@ class _Run:
         if self.s.options.preconditions:
             specs = rule.preconditions
         else:
-            objects = list(dict.fromkeys(o for p in rule.preconditions for o in p.objects))[:8]
+            words = (o for p in rule.preconditions for o in p.all_objects())
+            objects = list(dict.fromkeys(words))[:8]
             specs = [PreconditionSpec(any_of=[self._rule_text(rule)], objects=objects)]
         return [
             _Pre(i, spec, [_Alt(s) for s in dict.fromkeys(spec.any_of)])
@@ -325,7 +331,9 @@ class _Run:
     async def locate(self, rules: list[_Rule]) -> None:
         pres = [p for r in rules for p in r.pres]
         boxes: Mapping[str, Box | None] = {}
-        words = list(dict.fromkeys(w for p in pres for w in p.spec.objects))
+        words = list(
+            dict.fromkeys(w for p in pres for a in p.alts for w in p.spec.objects_of(a.statement))
+        )
         if self.s.options.center and self.s.locator is not None and words:
             started = time.perf_counter()
             self.calls["locator"] += 1
@@ -334,25 +342,31 @@ class _Run:
             )
             self._timed("locate", started)
         area = float(self.image.width * self.image.height)
-        views: dict[tuple[str, bool], _View] = {}
+        whole = _View(self.image, self.key)
+        views: dict[tuple[str, bool], _View] = {}  # shared by every alternative with that box
         for pre in pres:
             th = self._th_of(pre)
-            found = [boxes.get(w) for w in pre.spec.objects]
-            confident = [b for b in found if b is not None and b.confidence > th.box_confidence]
-            if not confident:
-                pre.view = _View(self.image, self.key)
-                continue
-            # With several boxes, the most confident one (DESIGN.md).
-            box = max(confident, key=lambda b: b.confidence)
-            cropped = box.area() < th.crop_area * area
-            if (box.label, cropped) not in views:
-                if cropped:
-                    crop = await asyncio.to_thread(self.s.crop, self.image, box)
-                    view = _View(crop, f"{self.key}#crop:{box.label}", box, cropped=True)
-                else:
-                    view = _View(self.image, self.key, box)
-                views[(box.label, cropped)] = view
-            pre.view = views[(box.label, cropped)]
+            for alt in pre.alts:
+                # Only the alternative's own words: a sibling's box (a small "throat") says
+                # nothing about where this alternative's content (a torn torso) would be.
+                found = [boxes.get(w) for w in pre.spec.objects_of(alt.statement)]
+                confident = [
+                    b for b in found if b is not None and b.confidence > th.box_confidence
+                ]
+                if not confident:
+                    alt.view = whole
+                    continue
+                # With several boxes, the most confident one (DESIGN.md).
+                box = max(confident, key=lambda b: b.confidence)
+                cropped = box.area() < th.crop_area * area
+                if (box.label, cropped) not in views:
+                    if cropped:
+                        crop = await asyncio.to_thread(self.s.crop, self.image, box)
+                        view = _View(crop, f"{self.key}#crop:{box.label}", box, cropped=True)
+                    else:
+                        view = _View(self.image, self.key, box)
+                    views[(box.label, cropped)] = view
+                alt.view = views[(box.label, cropped)]
 
     # -- stage 4a: the first pass, with the priors
 
@@ -360,9 +374,9 @@ class _Run:
         wanted: dict[tuple[str, str], tuple[str, _View]] = {}
         for rule in rules:
             for pre in rule.pres:
-                assert pre.view is not None
                 for alt in pre.alts:
-                    wanted.setdefault((alt.statement, pre.view.key), (alt.statement, pre.view))
+                    assert alt.view is not None
+                    wanted.setdefault((alt.statement, alt.view.key), (alt.statement, alt.view))
         keys = list(wanted)
         queries = [self._query(s, v.image, v.key) for s, v in wanted.values()]
         statements = list(dict.fromkeys(s for s, _ in keys))
@@ -380,11 +394,11 @@ class _Run:
         self.first.update(zip(keys, answers, strict=True))
         for rule in rules:
             for pre in rule.pres:
-                assert pre.view is not None
                 for alt in pre.alts:
+                    assert alt.view is not None
                     self._classify(
                         alt,
-                        self.first[(alt.statement, pre.view.key)],
+                        self.first[(alt.statement, alt.view.key)],
                         priors[alt.statement],
                         rule.th,
                     )
@@ -446,12 +460,20 @@ class _Run:
             await asyncio.gather(self.center(center), self.cascade(cascade))
 
     def _wants_center(self, pre: _Pre) -> bool:
-        assert pre.view is not None
-        return (
-            self.s.options.center
-            and pre.view.box is not None
-            and any(a.state == "uncertain" and not a.centered for a in pre.alts)
-        )
+        return self.s.options.center and bool(self._to_center(pre))
+
+    @staticmethod
+    def _to_center(pre: _Pre) -> list[_Alt]:
+        """The alternatives of `pre` the central-region check still has to re-ask: those
+        uncertain with a box of their own."""
+        return [
+            a
+            for a in pre.alts
+            if a.state == "uncertain"
+            and not a.centered
+            and a.view is not None
+            and a.view.box is not None
+        ]
 
     # -- stage 4b, part 2: the masked re-query
 
@@ -469,36 +491,30 @@ class _Run:
         if not pres:
             return
         started = time.perf_counter()
+        work = [(pre, alt) for pre in pres for alt in self._to_center(pre)]
         wanted: dict[tuple[str, str], YesNoQuery] = {}
-        for pre in pres:
-            assert pre.view is not None
-            image, key = await asyncio.to_thread(self._masked_view, pre.view)
-            for alt in pre.alts:
-                if alt.state == "uncertain" and (alt.statement, key) not in self.masked:
-                    wanted.setdefault((alt.statement, key), self._query(alt.statement, image, key))
+        for _, alt in work:
+            assert alt.view is not None
+            image, key = await asyncio.to_thread(self._masked_view, alt.view)
+            if (alt.statement, key) not in self.masked:
+                wanted.setdefault((alt.statement, key), self._query(alt.statement, image, key))
         if wanted:
             self.calls["masked"] += len(wanted)
             answers = await self.s.backend.yes_no(list(wanted.values()))
             self.masked.update(zip(wanted, answers, strict=True))
-        for pre in pres:
-            assert pre.view is not None
+        for pre, alt in work:
+            assert alt.view is not None
             th = self._th_of(pre)
-            _, key = self._masked_view(pre.view)
-            for alt in pre.alts:
-                if alt.state != "uncertain":
-                    continue
-                alt.centered = True
-                result = self.masked[(alt.statement, key)]
-                alt.masked_m = result.m
-                if result.m is None:
-                    why = result.error or "neither Yes nor No among the returned probabilities"
-                    alt.state, alt.stage, alt.error = (
-                        "undecided",
-                        "error",
-                        f"masked answer missing: {why}",
-                    )
-                elif alt.m is not None and alt.m - result.m > th.beta:
-                    alt.state, alt.stage = "met", "center"
+            _, key = self._masked_view(alt.view)
+            alt.centered = True
+            result = self.masked[(alt.statement, key)]
+            alt.masked_m = result.m
+            if result.m is None:
+                why = result.error or "neither Yes nor No among the returned probabilities"
+                alt.state, alt.stage = "undecided", "error"
+                alt.error = f"masked answer missing: {why}"
+            elif alt.m is not None and alt.m - result.m > th.beta:
+                alt.state, alt.stage = "met", "center"
         self._timed("center", started)
 
     # -- stage 5: the cascade
@@ -514,19 +530,19 @@ class _Run:
             return
         started = time.perf_counter()
         wanted: dict[tuple[str, str], CascadeItem] = {}
-        for pre, alt in pending:
-            assert pre.view is not None
-            key = (alt.statement, pre.view.key)
+        for _, alt in pending:
+            assert alt.view is not None
+            key = (alt.statement, alt.view.key)
             if key not in self.cascaded:
-                wanted.setdefault(key, CascadeItem(alt.statement, pre.view.image, pre.view.key))
+                wanted.setdefault(key, CascadeItem(alt.statement, alt.view.image, alt.view.key))
         if wanted:
             results = await run_cascade(self.s.backend, self.s.instructions, list(wanted.values()))
             self.calls["cascade"] += len(results)
             self.calls["generate"] += sum(r.generations for r in results)
             self.cascaded.update(zip(wanted, results, strict=True))
-        for pre, alt in pending:
-            assert pre.view is not None
-            result = self.cascaded[(alt.statement, pre.view.key)]
+        for _, alt in pending:
+            assert alt.view is not None
+            result = self.cascaded[(alt.statement, alt.view.key)]
             alt.stage, alt.rationale = "cascade", result.rationale
             if result.rating is None:
                 alt.state, alt.error = "undecided", result.error or "no rating"
@@ -596,7 +612,7 @@ class _Run:
         if state == "uncertain" or pre_state == "skipped":
             # Not needed: its precondition or rule was settled without it.
             state, stage = ("skipped", "skipped") if state == "uncertain" else (state, stage)
-        assert pre.view is not None
+        assert alt.view is not None
         return AlternativeEvidence(
             statement=alt.statement,
             outcome=state,  # type: ignore[arg-type]
@@ -608,8 +624,8 @@ class _Run:
             a2=th.a2(alt.prior) if alt.prior is not None else None,
             beta=th.beta if alt.centered else None,
             masked_m=alt.masked_m,
-            box=pre.view.box,
-            cropped=pre.view.cropped,
+            box=alt.view.box,
+            cropped=alt.view.cropped,
             rationale=alt.rationale,
             error=alt.error,
         )
