@@ -6,11 +6,12 @@
     │   ├── LockError               2   the lock is missing, stale or does not match
     │   ├── ImageError              2   an image cannot be read (per image, not fatal in a batch)
     │   └── DatasetError            2   a labelled set is malformed
-    └── BackendError                3   the model back end failed (down, timeout, nonsense)
-        └── ModelCapabilityError    4   the model or server cannot do what judge needs
-            ├── NoVisionError       5   the model takes no images
-            ├── LogprobsError       6   logprobs are off or top-k too small
-            └── TokenizerError      7   "Yes"/"No" are not single tokens
+    ├── BackendError                3   the model back end failed (down, timeout, nonsense)
+    │   └── ModelCapabilityError    4   the model or server cannot do what judge needs
+    │       ├── NoVisionError       5   the model takes no images
+    │       ├── LogprobsError       6   logprobs are off or top-k too small
+    │       └── TokenizerError      7   "Yes"/"No" are not single tokens
+    └── ReviewError                 8   compiled rules need review before they are used
 
 A `BackendError` names the URL or model and what to check; a `ModelCapabilityError`
 also says which flag or setting fixes it (`fix`).
@@ -101,3 +102,15 @@ class LogprobsError(ModelCapabilityError):
 
 class TokenizerError(ModelCapabilityError):
     exit_code = 7
+
+
+class ReviewError(JudgeError):
+    """A compile produced rules a person must review (a score below the target, nonsense
+    statements, a fallback chain): `judge compile` wrote the lock but says so, and judging
+    with it is refused unless explicitly allowed. `rules` maps rule id -> reasons."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, rules: dict[str, list[str]] | None = None) -> None:
+        self.rules = dict(rules or {})
+        super().__init__(message)

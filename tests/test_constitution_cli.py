@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import judge.commands.constitution  # noqa: F401  (registers the commands)
 from judge.commands.app import app
 from judge.constitution import Constitution
-from judge.errors import ConstitutionError, InputError, LockError
+from judge.errors import ConstitutionError, InputError, LockError, ReviewError
 from judge.models.registry import register_backend
 from judge.resources import data_dir
 from tests.test_constitution_compiler import FakeCompilerModel, chain, score
@@ -68,32 +68,32 @@ def test_exit_codes_through_the_real_entry_point(tmp_path, capsys):
     assert done.value.code == 0
 
 
-def copy_clue(tmp_path: Path) -> Path:
-    for name in ("clue.yaml", "clue.lock.yaml"):
-        shutil.copy(data_dir("constitutions") / name, tmp_path / name)
-    return tmp_path / "clue.yaml"
+def copy_shipped(tmp_path: Path, name: str = "moderation") -> Path:
+    for file in (f"{name}.yaml", f"{name}.lock.yaml"):
+        shutil.copy(data_dir("constitutions") / file, tmp_path / file)
+    return tmp_path / f"{name}.yaml"
 
 
 def test_compile_check_fails_on_a_stale_or_missing_lock(tmp_path):
-    source = copy_clue(tmp_path)
-    source.write_text(source.read_text().replace("wearing no clothing", "wearing no clothes"))
+    source = copy_shipped(tmp_path)
+    source.write_text(source.read_text().replace("a handgun is visible", "a pistol is visible"))
     result = run("compile", source, "--check")
     assert isinstance(result.exception, LockError)
     assert f"judge compile {source}" in str(result.exception)
-    (tmp_path / "clue.lock.yaml").unlink()
+    (tmp_path / "moderation.lock.yaml").unlink()
     result = run("compile", source, "--check")
     assert isinstance(result.exception, LockError)
     assert "has no lock" in str(result.exception)
 
 
 def test_compile_without_a_model_for_hand_written_chains(tmp_path):
-    source = copy_clue(tmp_path)
-    before = (tmp_path / "clue.lock.yaml").read_text()
+    source = copy_shipped(tmp_path)
+    before = (tmp_path / "moderation.lock.yaml").read_text()
     # Unchanged: the lock is rewritten byte for byte, no model needed.
     result = run("compile", source)
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "clue.lock.yaml").read_text() == before
-    # A new hand-written rule compiles with --no-model; the others keep their scores.
+    assert (tmp_path / "moderation.lock.yaml").read_text() == before
+    # A new hand-written rule compiles with --no-model; the others are reused.
     source.write_text(
         source.read_text()
         + (
@@ -104,9 +104,10 @@ def test_compile_without_a_model_for_hand_written_chains(tmp_path):
     )
     result = run("compile", source, "--no-model")
     assert result.exit_code == 0, result.output
+    assert "1 hand-written without a model, 24 reused" in result.output
     lock = Constitution.load(source).lock
     assert lock.rules[-1].id == "harm-noose-new" and lock.rules[-1].objectiveness is None
-    assert lock.rules[0].objectiveness is not None
+    assert lock.rules[-1].produced_by.preconditions == "hand-written"
     assert run("compile", source, "--check").exit_code == 0
 
 
@@ -142,16 +143,19 @@ def test_compile_with_a_registered_back_end_reports_fallbacks(tmp_path):
     result = run(
         "compile", source, "--backend", "test-fake-compiler", "--model", "m", "--concurrency", "2"
     )
-    assert result.exit_code == 0, result.output
-    assert "2 compiled by fake/compiler-1" in result.output
+    # The lock is written, but a fallback needs review: a distinct exit code.
+    assert isinstance(result.exception, ReviewError), result.output
+    assert result.exit_code == 1 and ReviewError.exit_code == 8  # CliRunner: 1 per exception
+    assert "2 sent to fake/compiler-1" in result.output
     assert "guns: objectiveness 10, extraction fallback (FALLBACK" in result.output
-    assert "1 rule(s) fallback: guns" in result.output
+    assert "1 rule(s) NEED REVIEW:\n  guns: precondition extraction fell back" in result.output
     lock = Constitution.load(source).lock
     assert [r.extraction for r in lock.rules] == ["llm", "fallback"]
+    assert [r.produced_by.preconditions for r in lock.rules] == ["fake/compiler-1", "fallback"]
     assert not made[0].unused()
-    # Nothing changed: no back end is even created.
+    # Nothing changed: no back end is even created, and the review is still asked for.
     result = run("compile", source, "--backend", "test-fake-compiler", "--model", "m")
-    assert result.exit_code == 0 and len(made) == 1
+    assert isinstance(result.exception, ReviewError) and len(made) == 1
 
 
 def test_schema_prints_json_schema():

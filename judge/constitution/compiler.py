@@ -7,9 +7,14 @@ For each rule that changed since the last lock (or every rule with `force`):
    `max_rewrites` times. The best-scoring text is kept next to the author's original, and
    a rule that never reaches the target is flagged for review;
 2. precondition chain: the model turns the (objectified) rule into an AND of OR
-   alternatives with central object words. Hand-written preconditions are used as written.
+   alternatives with central object words, and names the rule's topic (a short phrase for
+   the VLM relevance scan). Hand-written preconditions and topics are used as written.
    When the model's answer cannot be used even after `parse_retries` corrections, the rule
-   falls back to one precondition equal to its own text, flagged `extraction: fallback`.
+   falls back to one precondition equal to its own text.
+
+Every compiled field records who produced it (`CompiledRule.produced_by`): the model's id,
+"hand-written", or "fallback". Rules whose output fails the quality gates of
+`judge.constitution.review` are listed in the report as needing review.
 
 The model is reached only through `Backend.generate`, with a JSON schema (constrained
 decoding where the back end has it) and a tolerant parser for back ends without it. Rules
@@ -25,16 +30,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from judge.constitution.review import needs_review
 from judge.constitution.schema import (
+    FALLBACK,
+    HAND_WRITTEN,
     CompiledRule,
     ConstitutionSpec,
     Lock,
     Objectiveness,
     PreconditionSpec,
+    Provenance,
     RuleSpec,
 )
 from judge.errors import BackendError, ConstitutionError
@@ -42,7 +51,8 @@ from judge.models.base import Backend, Message
 from judge.prompts import render, versions
 
 PROMPTS = ("objectify_score", "objectify_rewrite", "preconditions", "json_retry")
-HAND_WRITTEN = "hand-written"
+# A topic is a phrase: at most this many words of central objects when it falls back.
+_TOPIC_WORDS = 6
 
 SCORE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -84,7 +94,9 @@ PRECONDITIONS_SCHEMA: dict[str, Any] = {
                 "required": ["any_of", "objects"],
                 "additionalProperties": False,
             },
-        }
+        },
+        # After the chain and optional: a model that omits it gets the fallback topic.
+        "topic": {"type": "string", "minLength": 1, "maxLength": 120},
     },
     "required": ["preconditions"],
     "additionalProperties": False,
@@ -92,7 +104,10 @@ PRECONDITIONS_SCHEMA: dict[str, Any] = {
 _FORMS = {
     "score": '{"explanation": "...", "score": N}',
     "rewrite": '{"rule": "the rewritten rule"}',
-    "preconditions": '{"preconditions": [{"any_of": ["statement", "..."], "objects": ["noun"]}]}',
+    "preconditions": (
+        '{"preconditions": [{"any_of": ["statement", "..."], "objects": ["noun"]}], '
+        '"topic": "phrase"}'
+    ),
 }
 
 
@@ -119,7 +134,9 @@ class RuleReport:
     score: int | None = None
     reached: bool = True
     rewritten: bool = False
+    reused: bool = False  # taken unchanged from the previous lock
     notes: list[str] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)  # why the rule needs review, if it does
 
 
 @dataclass
@@ -137,6 +154,10 @@ class CompileReport:
         return self.ids(lambda r: r.sent_to_model)
 
     @property
+    def reused(self) -> list[str]:
+        return self.ids(lambda r: r.reused)
+
+    @property
     def fallbacks(self) -> list[str]:
         return self.ids(lambda r: r.extraction == "fallback")
 
@@ -147,6 +168,11 @@ class CompileReport:
     @property
     def unscored(self) -> list[str]:
         return self.ids(lambda r: r.score is None)
+
+    @property
+    def needs_review(self) -> dict[str, list[str]]:
+        """Rule id -> why it needs review (see judge.constitution.review)."""
+        return {r.id: r.review for r in self.rules if r.review}
 
 
 # ---- tolerant parsing ----------------------------------------------------------------
@@ -209,6 +235,22 @@ def parse_rewrite(text: str) -> str:
     if len(rule) > 2000:
         raise BadAnswer("the rewritten rule is longer than 2000 characters")
     return rule.strip()
+
+
+def parse_topic(text: str) -> str | None:
+    """The extraction answer's topic, or None if it has no usable one (then it falls back)."""
+    try:
+        topic = extract_json(text).get("topic")
+    except BadAnswer:
+        return None
+    if not isinstance(topic, str) or not topic.strip() or len(topic) > 120:
+        return None
+    return " ".join(topic.split())
+
+
+def parse_extraction(text: str) -> tuple[list[PreconditionSpec], str | None]:
+    """(chain, topic) from a precondition-extraction answer."""
+    return parse_preconditions(text), parse_topic(text)
 
 
 def parse_preconditions(text: str) -> list[PreconditionSpec]:
@@ -292,6 +334,7 @@ class _Session:
 async def _objectify(
     session: _Session, rule: RuleSpec, notes: list[str]
 ) -> tuple[str, Objectiveness | None]:
+    """The best text and its score; (the author's text, None) if it could not be scored."""
     opts = session.options
     scored = await session.ask(
         render("objectify_score", rule=rule.text),
@@ -354,40 +397,72 @@ async def _compile_rule(
     session: _Session, rule: RuleSpec, slots: asyncio.Semaphore
 ) -> tuple[CompiledRule, RuleReport]:
     notes: list[str] = []
+    model = session.backend.model_id
+    topic, topic_by = (rule.topic, HAND_WRITTEN) if rule.topic else (None, None)
     async with slots:
         text, objectiveness = await _objectify(session, rule, notes)
-        extraction: Literal["llm", "hand-written", "fallback"]
         if rule.preconditions:
-            chain, extraction = list(rule.preconditions), "hand-written"
+            chain, chain_by = list(rule.preconditions), HAND_WRITTEN
         else:
             extracted = await session.ask(
                 render("preconditions", rule=text),
                 form="preconditions",
                 schema=PRECONDITIONS_SCHEMA,
                 max_tokens=session.options.max_tokens_preconditions,
-                parse=parse_preconditions,
+                parse=parse_extraction,
                 notes=notes,
             )
             if extracted is None:
-                chain, extraction = [PreconditionSpec(any_of=[text])], "fallback"
+                chain, chain_by = [PreconditionSpec(any_of=[text])], FALLBACK
                 notes.append(
                     "precondition extraction failed: the rule's text is its one precondition"
                 )
             else:
-                chain, extraction = extracted, "llm"
+                chain, chain_by = extracted[0], model
+                if topic is None and extracted[1] is not None:
+                    topic, topic_by = extracted[1], model
+    if topic is None:
+        topic = fallback_topic(chain)
+        topic_by = FALLBACK if topic is not None else None
+    produced_by = Provenance(
+        text=model if text != rule.text else HAND_WRITTEN,
+        objectiveness=model if objectiveness is not None else FALLBACK,
+        preconditions=chain_by,
+        topic=topic_by,
+    )
     compiled = _compiled(
-        rule, text=text, objectiveness=objectiveness, extraction=extraction, chain=chain
+        rule,
+        text=text,
+        objectiveness=objectiveness,
+        produced_by=produced_by,
+        chain=chain,
+        topic=topic,
     )
-    report = RuleReport(
-        id=rule.id,
-        sent_to_model=True,
-        extraction=extraction,
-        score=objectiveness.score if objectiveness else None,
-        reached=objectiveness.reached if objectiveness else False,
-        rewritten=objectiveness.rewritten if objectiveness else False,
+    return compiled, _report(compiled, sent_to_model=True, notes=notes)
+
+
+def fallback_topic(chain: Sequence[PreconditionSpec]) -> str | None:
+    """A topic made of the chain's central object words ("gun, person or muzzle"), when no
+    one wrote one: it asks at least as broadly as the rule's own objects."""
+    words = list(dict.fromkeys(w.strip() for p in chain for w in p.objects if w.strip()))
+    words = words[:_TOPIC_WORDS]
+    if not words:
+        return None
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _report(compiled: CompiledRule, *, sent_to_model: bool, notes: list[str]) -> RuleReport:
+    scored = compiled.objectiveness
+    return RuleReport(
+        id=compiled.id,
+        sent_to_model=sent_to_model,
+        extraction=compiled.extraction,
+        score=scored.score if scored else None,
+        reached=scored.reached if scored else False,
+        rewritten=scored.rewritten if scored else False,
         notes=notes,
+        review=needs_review([compiled]).get(compiled.id, []),
     )
-    return compiled, report
 
 
 def _compiled(
@@ -395,36 +470,67 @@ def _compiled(
     *,
     text: str,
     objectiveness: Objectiveness | None,
-    extraction: Literal["llm", "hand-written", "fallback"],
+    produced_by: Provenance,
     chain: Sequence[PreconditionSpec],
+    topic: str | None,
 ) -> CompiledRule:
     return CompiledRule(
         id=rule.id,
         source_text=rule.text,
         text=text,
         text_sha256=rule.text_sha256(),
+        topic=topic,
         category=rule.category,
         severity=rule.severity,
         enabled=rule.enabled,
         thresholds=rule.thresholds,
         objectiveness=objectiveness,
-        extraction=extraction,
+        produced_by=produced_by,
         preconditions=list(chain),
+    )
+
+
+def hand_written(rule: RuleSpec) -> CompiledRule:
+    """`rule` compiled without a model: its own text, its hand-written chain and topic (or
+    the chain's object words as the topic), nothing scored.
+
+    Raises:
+        ValueError: the rule has no hand-written preconditions.
+    """
+    if not rule.preconditions:
+        raise ValueError(f"rule {rule.id} has no hand-written preconditions")
+    topic = rule.topic or fallback_topic(rule.preconditions)
+    topic_by = HAND_WRITTEN if rule.topic else (FALLBACK if topic else None)
+    return _compiled(
+        rule,
+        text=rule.text,
+        objectiveness=None,
+        produced_by=Provenance(topic=topic_by),
+        chain=rule.preconditions,
+        topic=topic,
     )
 
 
 def _reuse(previous: CompiledRule, rule: RuleSpec) -> CompiledRule:
     """A rule whose text is unchanged keeps its compiled parts; the fields the compiler
-    never reads (category, severity, enabled, thresholds) come from the source."""
-    return previous.model_copy(
-        update={
-            "id": rule.id,
-            "category": rule.category,
-            "severity": rule.severity,
-            "enabled": rule.enabled,
-            "thresholds": rule.thresholds,
-        }
-    )
+    never reads (category, severity, enabled, thresholds) come from the source, and so
+    does a hand-written topic (written, changed or removed since)."""
+    update: dict[str, object] = {
+        "id": rule.id,
+        "category": rule.category,
+        "severity": rule.severity,
+        "enabled": rule.enabled,
+        "thresholds": rule.thresholds,
+    }
+    made = previous.produced_by
+    if rule.topic:
+        update["topic"] = rule.topic
+        update["produced_by"] = made.model_copy(update={"topic": HAND_WRITTEN})
+    elif made.topic == HAND_WRITTEN or (previous.topic is None and made.topic is None):
+        topic = fallback_topic(previous.preconditions)
+        update["topic"] = topic
+        update["produced_by"] = made.model_copy(update={"topic": FALLBACK if topic else None})
+    return previous.model_copy(update=update)
 
 
 def plan(
@@ -490,23 +596,9 @@ async def compile_spec(
                     file=source,
                     rule_id=rule.id,
                 )
-            compiled = _compiled(
-                rule,
-                text=rule.text,
-                objectiveness=None,
-                extraction="hand-written",
-                chain=rule.preconditions,
-            )
-            fresh[rule.id] = (
-                compiled,
-                RuleReport(
-                    rule.id,
-                    sent_to_model=False,
-                    extraction="hand-written",
-                    reached=False,
-                    notes=["compiled without a model: objectiveness not scored"],
-                ),
-            )
+            compiled = hand_written(rule)
+            notes = ["compiled without a model: objectiveness not scored"]
+            fresh[rule.id] = (compiled, _report(compiled, sent_to_model=False, notes=notes))
 
     rules: list[CompiledRule] = []
     reports: list[RuleReport] = []
@@ -515,26 +607,23 @@ async def compile_spec(
             compiled, report = fresh[rule.id]
         else:
             compiled = _reuse(reusable[rule.id], rule)
-            score = compiled.objectiveness.score if compiled.objectiveness else None
-            report = RuleReport(
-                rule.id,
-                sent_to_model=False,
-                extraction=compiled.extraction,
-                score=score,
-                reached=compiled.objectiveness.reached if compiled.objectiveness else False,
-                rewritten=compiled.objectiveness.rewritten if compiled.objectiveness else False,
-                notes=["unchanged: reused from the lock"],
-            )
+            notes = ["unchanged: reused from the lock"]
+            report = _report(compiled, sent_to_model=False, notes=notes)
+            report.reused = True
         rules.append(compiled)
         reports.append(report)
 
+    # The lock names the models that produced what it holds, nothing else: a lock whose
+    # every field was written by hand says so.
+    models = sorted({m for rule in rules for m in rule.produced_by.models()})
     used_model = session is not None and session.calls > 0
-    if used_model and backend is not None:
-        compiler_model, prompt_versions = backend.model_id, versions(*PROMPTS)
-    elif previous is not None:
-        compiler_model, prompt_versions = previous.compiler_model, dict(previous.prompt_versions)
+    if used_model:
+        prompt_versions = versions(*PROMPTS)
+    elif models and previous is not None:
+        prompt_versions = dict(previous.prompt_versions)
     else:
-        compiler_model, prompt_versions = HAND_WRITTEN, {}
+        prompt_versions = {}
+    compiler_model = ", ".join(models) if models else HAND_WRITTEN
     lock = Lock(
         name=spec.name,
         source=source,

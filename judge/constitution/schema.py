@@ -191,6 +191,31 @@ class ConstitutionSpec(_Strict):
 # ---- the lock -----------------------------------------------------------------------
 
 
+HAND_WRITTEN = "hand-written"
+FALLBACK = "fallback"
+
+
+class Provenance(_Strict):
+    """Who produced each compiled field of a rule: a model id, "hand-written" (taken as the
+    author wrote it in the source), or "fallback" (a mechanical stand-in: for a chain or a
+    score, a model was asked and its answer could not be used; for a topic, nobody wrote
+    one, so the chain's central object words stand in). None: never produced.
+
+    A lock states this per field so that nothing typed by hand can pass for model output,
+    and a reviewer sees at once which parts a model wrote.
+    """
+
+    text: str = HAND_WRITTEN  # the objectified text: the author's, or a model's rewrite
+    objectiveness: str | None = None  # the model that scored it (None: never scored)
+    preconditions: str = HAND_WRITTEN
+    topic: str | None = None
+
+    def models(self) -> set[str]:
+        """The model ids among the producers."""
+        values = (self.text, self.objectiveness, self.preconditions, self.topic)
+        return {v for v in values if v is not None and v not in (HAND_WRITTEN, FALLBACK)}
+
+
 class Objectiveness(_Strict):
     score: int = Field(ge=1, le=10)
     explanation: str = ""
@@ -210,8 +235,40 @@ class CompiledRule(_Strict):
     enabled: bool = True
     thresholds: ThresholdOverrides | None = None
     objectiveness: Objectiveness | None = None
-    extraction: Literal["llm", "hand-written", "fallback"] = "hand-written"
+    produced_by: Provenance = Field(default_factory=Provenance)
     preconditions: list[PreconditionSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_extraction(cls, value: Any) -> Any:
+        # Locks and callers from before `produced_by` said only `extraction`; a model
+        # whose id is unknown here is named "llm" (Lock fills in the compiler's id).
+        if isinstance(value, dict) and "extraction" in value:
+            value = dict(value)
+            kind = value.pop("extraction")
+            if "produced_by" not in value:
+                value["produced_by"] = _legacy_provenance(value, kind, "llm")
+        return value
+
+    @property
+    def extraction(self) -> Literal["llm", "hand-written", "fallback"]:
+        """How the precondition chain was made: by a model ("llm"), by hand, or a fallback."""
+        source = self.produced_by.preconditions
+        if source in (HAND_WRITTEN, FALLBACK):
+            return source  # type: ignore[return-value]
+        return "llm"
+
+
+def _legacy_provenance(rule: dict[str, Any], kind: Any, model: str) -> dict[str, Any]:
+    """`produced_by` for a rule written with the old `extraction` field."""
+    chain = model if kind == "llm" else str(kind)
+    rewritten = rule.get("text") not in (None, rule.get("source_text"))
+    return {
+        "text": model if rewritten else HAND_WRITTEN,
+        "objectiveness": model if rule.get("objectiveness") is not None else None,
+        "preconditions": chain,
+        "topic": None,
+    }
 
 
 class Calibration(_Strict):
@@ -232,6 +289,21 @@ class Lock(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     calibration: Calibration | None = None
     rules: list[CompiledRule]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_rules(cls, value: Any) -> Any:
+        # An old lock's `extraction: llm` was made by its compiler model: name it.
+        if not isinstance(value, dict) or not isinstance(value.get("rules"), list):
+            return value
+        model = str(value.get("compiler_model") or "llm")
+        rules = []
+        for rule in value["rules"]:
+            if isinstance(rule, dict) and "extraction" in rule and "produced_by" not in rule:
+                rule = dict(rule)
+                rule["produced_by"] = _legacy_provenance(rule, rule.pop("extraction"), model)
+            rules.append(rule)
+        return {**value, "rules": rules}
 
     def lock_hash(self) -> str:
         """A stable hash of the compiled content, recorded in every verdict."""

@@ -54,6 +54,8 @@ class Located:
     value: Any
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    # Sequences written in flow style (`[a, b]`), where every comma starts a new item.
+    flow: set[Path_] = field(default_factory=set)
 
     def position(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """The (line, column) of `path`, or of its nearest ancestor that was written."""
@@ -158,6 +160,8 @@ class _Walker:
         try:
             if isinstance(node, SequenceNode):
                 self.check_tag(node, _SEQ)
+                if node.flow_style:
+                    self.located.flow.add(path)
                 return [self.walk(child, (*path, i)) for i, child in enumerate(node.value)]
             if isinstance(node, MappingNode):
                 self.check_tag(node, _MAP)
