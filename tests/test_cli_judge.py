@@ -150,20 +150,21 @@ def test_exit_codes(world: dict[str, Any]) -> None:
     grey = judge_cli(world, str(images / "grey.png"))
     assert grey.returncode == 3, grey.stderr  # a model failure is never a silent 0
     assert judge_cli(world, str(world["dir"] / "broken.png")).returncode == 2
+    # An unjudged (undecided) image comes before an unsafe one: never read as complete.
     both = [str(images / "red.png"), str(images / "grey.png")]
-    assert judge_cli(world, *both).returncode == 1
-    assert judge_cli(world, *both, "--fail-on", "undecided").returncode == 3
+    assert judge_cli(world, *both).returncode == 3
     missing_policy = judge_cli(world, str(images / "red.png"), "--constitution", "nope.yaml")
     assert missing_policy.returncode == 2 and "nope.yaml" in missing_policy.stderr
 
 
 def test_json_document_folder_and_glob(world: dict[str, Any]) -> None:
     result = judge_cli(world, str(world["images"]), "--json")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr  # grey is undecided
     document = json.loads(result.stdout)
     outcomes = {Path(v["image_id"]).name: v["outcome"] for v in document["verdicts"]}
     assert outcomes == {"blue.png": "safe", "grey.png": "undecided", "red.png": "unsafe"}
-    assert document["summary"] == {"images": 3, "safe": 1, "unsafe": 1, "undecided": 1, "error": 0}
+    summary = {k: document["summary"][k] for k in ("files", "images", "unreadable", "unsafe")}
+    assert summary == {"files": 3, "images": 3, "unreadable": 0, "unsafe": 1}
     red = next(v for v in document["verdicts"] if v["image_id"].endswith("red.png"))
     alt = red["rules"][0]["preconditions"][0]["alternatives"][0]
     assert alt["m"] == pytest.approx(0.95) and alt["prior"] == 0.5 and alt["stage"] == "prior"
@@ -206,7 +207,7 @@ def test_jsonl_appends_and_skips_done_images(world: dict[str, Any]) -> None:
     first = judge_cli(world, str(world["images"] / "red.png"), "--jsonl", str(out))
     assert first.returncode == 1
     again = judge_cli(world, str(world["images"]), "--jsonl", str(out))
-    assert again.returncode == 1
+    assert again.returncode == 3  # grey is undecided
     records = _lines(out)
     assert sorted(Path(r["image_id"]).name for r in records) == ["blue.png", "grey.png", "red.png"]
 

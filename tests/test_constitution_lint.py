@@ -70,9 +70,7 @@ def test_flow_items_that_are_pieces_of_one_sentence_are_warned_with_line_and_col
     assert any("begins with 'with'" in m for m in found[(14, 46)])
     assert any("participle 'facing'" in m for m in found[(15, 63)])
     # Every warning says how to fix it.
-    assert all(
-        "block style" in m or "absence" in m for ms in found.values() for m in ms
-    ), found
+    assert all("block style" in m or "absence" in m for ms in found.values() for m in ms), found
     # Whole statements in a flow list, and a comma inside a block item, are fine.
     assert not [pos for pos in found if pos[0] >= 19]
 

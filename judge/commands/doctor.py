@@ -29,7 +29,10 @@ def doctor(
         None, "--server", help="Base URL of a vLLM server (default: JUDGE_SERVER)."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="Model id or folder (the one the server must serve, or to load)."
+        None,
+        "--model",
+        help="Model folder, hub id or registered name ('toy'): the one the server must "
+        "serve, or to load.",
     ),
     backend: str | None = typer.Option(
         None, "--backend", help="vllm-server, vllm or hf (default: vllm-server with a server)."
@@ -39,10 +42,18 @@ def doctor(
     ),
 ) -> None:
     """Check that the model takes images, gives Yes/No logprobs, and has single-token labels."""
-    import os
+    from judge.models.resolve import resolve_model
 
-    if not (server or model or os.environ.get("JUDGE_SERVER")):
-        raise InputError("judge doctor needs --server URL (or JUDGE_SERVER) or --model ID_OR_PATH")
-    checks = diagnose(backend, model=model, server=server, api_key=api_key)
+    # The same resolution as judging: 'toy', a folder, a hub id (checked in seconds), a
+    # server from --server or JUDGE_SERVER.
+    choice = resolve_model(model, backend=backend, server=server, need_model=False)
+    if choice.kind != "vllm-server" and choice.model is None and choice.named is None:
+        raise InputError(
+            "judge doctor needs --server URL (or JUDGE_SERVER) or --model (a folder, a hub "
+            "id, or 'toy')"
+        )
+    checks = diagnose(
+        choice.kind, model=choice.backend_model(), server=choice.server, api_key=api_key
+    )
     render(checks, Console())
     raise_for(checks)

@@ -1,9 +1,17 @@
 """`judge IMAGE... --constitution POLICY`: the default command (registered as `run`).
 
-Exit codes come from the verdicts: 0 every image safe, 1 some image unsafe, 3 some image
-undecided (a model failure or an answer that stayed uncertain), 2 an image could not be
-read (and nothing worse happened). Under `--fail-on undecided` an undecided image takes
-precedence over an unsafe one (exit 3); either way an undecided image never exits 0.
+Exit codes come from the verdicts, the first that applies in this order:
+
+    2  some file could not be read (it was not judged at all)
+    3  some image is undecided (a model failure, or an answer that stayed uncertain)
+    1  some image is unsafe
+    0  every image was judged, and every one is safe
+
+A run with a file left unjudged never exits 0 or 1, so a CI gate that reads 0 as "all
+safe" and 1 as "violations found" never takes an incomplete run for a complete one; the
+output (table, `--json` summary) says what was found in the files that were judged.
+Files are checked (present, readable, an image format) before any model loads: a run of
+only unreadable files loads nothing and exits 2.
 
 `--jsonl FILE` appends one line per image as each finishes, flushed and fsynced. On a
 re-run the file is read first: a torn last line (a run killed mid-write) is cut off, and
@@ -18,7 +26,6 @@ import glob
 import json
 import os
 from collections.abc import Iterable, Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,20 +34,16 @@ from rich.console import Console
 from rich.table import Table
 
 from judge.commands.app import app
-from judge.engine.judge import Judge, make_backend
-from judge.engine.procedure import JudgeOptions
-from judge.engine.verdict import Verdict
-from judge.errors import InputError
+from judge.engine.judge import Judge
+from judge.engine.procedure import JudgeOptions, unreadable
+from judge.engine.verdict import RuleVerdict, Verdict
+from judge.errors import ImageError, InputError
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif"}
 )
 _GLOB_CHARS = set("*?[")
-
-
-class FailOn(StrEnum):
-    unsafe = "unsafe"
-    undecided = "undecided"
+_SNIFF_BYTES = 64
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -70,6 +73,32 @@ def expand_inputs(args: Sequence[str]) -> list[str]:
             # A missing file is judged as an "error" verdict, not a crash of the batch.
             out.append(arg)
     return list(dict.fromkeys(out))
+
+
+def precheck(path: str) -> ImageError | None:
+    """Why the file at `path` cannot be judged, found without decoding it (it exists, is a
+    regular readable file, and starts like a supported image); None if it may be."""
+    import stat
+
+    from judge.images import sniff_format
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return ImageError(f"{path}: no such file")
+    except (OSError, ValueError) as error:
+        return ImageError(f"{path}: cannot read: {error}")
+    if not stat.S_ISREG(info.st_mode):
+        return ImageError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+        sniff_format(head)
+    except OSError as error:
+        return ImageError(f"{path}: cannot read: {error.strerror or error}")
+    except ImageError as error:
+        return ImageError(f"{path}: {error}")
+    return None
 
 
 # ---- the JSONL log -------------------------------------------------------------------------
@@ -120,28 +149,56 @@ class JsonlWriter:
 # ---- output --------------------------------------------------------------------------------
 
 
-def exit_code(verdicts: Iterable[Verdict], fail_on: FailOn = FailOn.unsafe) -> int:
+EXIT_PRECEDENCE = (("error", 2), ("undecided", 3), ("unsafe", 1))
+
+
+def exit_code(verdicts: Iterable[Verdict]) -> int:
+    """The run's exit code: the first of `EXIT_PRECEDENCE` that some verdict has, else 0.
+
+    Unjudged files (unreadable, undecided) come before unsafe images, so no run with a
+    file left unjudged exits 0 or 1."""
     outcomes = {v.outcome for v in verdicts}
-    order = [("unsafe", 1), ("undecided", 3)]
-    if fail_on is FailOn.undecided:
-        order.reverse()
-    for outcome, code in order:
+    for outcome, code in EXIT_PRECEDENCE:
         if outcome in outcomes:
             return code
-    return 2 if "error" in outcomes else 0
+    return 0
 
 
 _STYLE = {"safe": "green", "unsafe": "bold red", "undecided": "yellow", "error": "magenta"}
 
 
+def _thresholds(rules: Iterable[RuleVerdict]) -> str:
+    """The relevance thresholds used, as "0.220" or "0.200-0.250"."""
+    values = sorted({r.relevance_threshold for r in rules if r.relevance_threshold is not None})
+    if not values:
+        return "-"
+    return f"{values[0]:.3f}" if len(values) == 1 else f"{values[0]:.3f}-{values[-1]:.3f}"
+
+
+def _irrelevant_cell(verdict: Verdict) -> str:
+    """How many rules the relevance scan skipped for this image, and below which threshold."""
+    scanned = [r for r in verdict.rules if r.relevance_threshold is not None]
+    if not scanned:
+        return ""
+    skipped = [r for r in scanned if r.outcome == "irrelevant"]
+    return f"{len(skipped)} of {len(scanned)} (< {_thresholds(scanned)})"
+
+
 def _summary_table(verdicts: Sequence[Verdict]) -> Table:
     table = Table(title=None, show_lines=False)
-    for column in ("image", "verdict", "violated", "undecided / error"):
+    scanned = any(r.relevance_threshold is not None for v in verdicts for r in v.rules)
+    columns = ["image", "verdict", "violated", "undecided / error"]
+    if scanned:
+        columns.append("skipped as irrelevant")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for v in verdicts:
         style = _STYLE.get(v.outcome, "")
         other = v.error or ", ".join(v.undecided)
-        table.add_row(v.image_id, f"[{style}]{v.outcome}[/]", ", ".join(v.violated), other)
+        row = [v.image_id, f"[{style}]{v.outcome}[/]", ", ".join(v.violated), other]
+        if scanned:
+            row.append(_irrelevant_cell(v))
+        table.add_row(*row)
     return table
 
 
@@ -163,7 +220,7 @@ def _evidence_table(verdict: Verdict) -> Table:
     table.add_column("box", overflow="fold")
     table.add_column("rationale / reason", overflow="fold", ratio=2)
     for rule in verdict.rules:
-        relevance = "" if rule.relevance is None else f"\nrelevance {rule.relevance:.2f}"
+        relevance = _relevance_line(rule)
         head = f"{rule.rule_id}\n{rule.outcome}{relevance}"
         if not rule.preconditions:
             table.add_row(head, "", "", "", "", "", "", "", rule.reason or "")
@@ -195,6 +252,17 @@ def _evidence_table(verdict: Verdict) -> Table:
     return table
 
 
+def _relevance_line(rule: RuleVerdict) -> str:
+    """The rule's relevance score against its threshold: why it was judged or skipped."""
+    if rule.relevance is None:
+        return ""
+    if rule.relevance_threshold is None:
+        return f"\nrelevance {rule.relevance:.3f}"
+    if rule.relevance > rule.relevance_threshold:
+        return f"\nrelevance {rule.relevance:.3f} > {rule.relevance_threshold:.3f}"
+    return f"\nrelevance {rule.relevance:.3f} <= {rule.relevance_threshold:.3f}: skipped"
+
+
 def _alt_style(outcome: str) -> str:
     return {"met": "red", "not_met": "green", "undecided": "yellow"}.get(outcome, "dim")
 
@@ -211,13 +279,15 @@ def run(
         Path, typer.Option("--constitution", "-c", help="The policy (YAML) or its lock.")
     ],
     model: Annotated[
-        str | None, typer.Option(help="Judge model id or folder; 'toy' for the toy models.")
+        str | None,
+        typer.Option(help="Judge model: a folder, a hub id, or a registered name ('toy')."),
     ] = None,
     backend: Annotated[
         str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
     ] = None,
     server: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible (vLLM) server URL.", envvar="JUDGE_SERVER")
+        str | None,
+        typer.Option(help="OpenAI-compatible (vLLM) server URL (default: JUDGE_SERVER)."),
     ] = None,
     relevance: Annotated[
         str | None,
@@ -232,9 +302,13 @@ def run(
     explain: Annotated[
         bool, typer.Option("--explain", help="Show each precondition's evidence.")
     ] = False,
-    fail_on: Annotated[
-        FailOn, typer.Option(help="Which outcome decides the exit code first.")
-    ] = FailOn.unsafe,
+    allow_unreviewed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unreviewed",
+            help="Judge even when compiled rules need review; verdicts then name them.",
+        ),
+    ] = False,
     first_violation: Annotated[
         bool, typer.Option("--first-violation", help="Stop an image at its first violated rule.")
     ] = False,
@@ -275,32 +349,44 @@ def run(
         all_frames=all_frames,
         fill=fill,  # type: ignore[arg-type]  # JudgeOptions checks the name
     )
-    policy = _policy(constitution, compile_lock, model, backend, server)
     done = resume_jsonl(jsonl) if jsonl else set()
     todo = [p for p in paths if p not in done]
+    # Before any model loads: a missing or non-image file is an error verdict at once.
+    problems = {p: precheck(p) for p in todo}
+    verdicts: dict[str, Verdict] = {
+        p: unreadable(p, p, error) for p, error in problems.items() if error is not None
+    }
+    readable = [p for p in todo if problems[p] is None]
+    policy = _policy(constitution, compile_lock, model, backend, server)
     writer = JsonlWriter(jsonl) if jsonl else None
-    verdicts: dict[str, Verdict] = {}
     err = Console(stderr=True)
+    source: str | None = None
     try:
-        with (
-            Judge(
-                policy,
-                model=model,
-                backend=backend,
-                server=server,
-                relevance=relevance,
-                locator=locator,
-                thresholds=thresholds,
-                options=options,
-                store=store,
-            ) as judge,
-            _progress(err, len(todo)) as advance,
-        ):
-            for verdict in judge.stream(todo, concurrency=concurrency):
-                if writer:
-                    writer.write(verdict)
-                verdicts[verdict.image_id] = verdict
-                advance()
+        for verdict in verdicts.values():
+            if writer:
+                writer.write(verdict)
+        if readable:
+            with (
+                Judge(
+                    policy,
+                    model=model,
+                    backend=backend,
+                    server=server,
+                    relevance=relevance,
+                    locator=locator,
+                    thresholds=thresholds,
+                    options=options,
+                    store=store,
+                    allow_unreviewed=allow_unreviewed,
+                ) as judge,
+                _progress(err, len(readable)) as advance,
+            ):
+                source = judge.relevance_source
+                for verdict in judge.stream(readable, concurrency=concurrency):
+                    if writer:
+                        writer.write(verdict)
+                    verdicts[verdict.image_id] = verdict
+                    advance()
     finally:
         if writer:
             writer.close()
@@ -309,8 +395,14 @@ def run(
         ordered = _read_all(jsonl, paths)
     else:
         ordered = [verdicts[p] for p in todo if p in verdicts]
-    _print(ordered, as_json=as_json, explain=explain, skipped=len(paths) - len(todo))
-    code = exit_code(ordered, fail_on)
+    _print(
+        ordered,
+        as_json=as_json,
+        explain=explain,
+        skipped=len(paths) - len(todo),
+        relevance_source=source,
+    )
+    code = exit_code(ordered)
     if code:
         raise typer.Exit(code)
 
@@ -318,29 +410,17 @@ def run(
 def _policy(
     path: Path, compile_lock: bool, model: str | None, kind: str | None, server: str | None
 ) -> Any:
+    from judge.commands.constitution import compile_policy, print_report
     from judge.constitution import Constitution
 
     policy = Constitution.load(path)
     if not compile_lock or policy.lock_status()[0] == "fresh":
         return policy
-
-    async def build() -> None:
-        engine = None
-        pending = policy.pending()
-        chosen = model or policy.spec.defaults.model
-        if pending and (chosen is not None or server is not None):
-            engine = make_backend(chosen, kind or policy.spec.defaults.backend, server)
-        elif any(rule.preconditions is None for rule in pending):
-            # Hand-written chains compile without a model; the others need one.
-            raise InputError("--compile needs a compiler model: pass --model or --server")
-        try:
-            await policy.acompile(engine)
-        finally:
-            if engine is not None:
-                await engine.aclose()
-
-    asyncio.run(build())
-    policy.save_lock()
+    report = asyncio.run(
+        compile_policy(policy, model=model, server=server, backend=kind, require_model=False)
+    )
+    # The same report as `judge compile`, on stderr so that --json output stays one document.
+    print_report(report, policy.save_lock(), err=True)
     return policy
 
 
@@ -386,13 +466,63 @@ class _progress:
             self.bar.stop()
 
 
-def _print(verdicts: Sequence[Verdict], *, as_json: bool, explain: bool, skipped: int) -> None:
-    counts = {
-        k: sum(v.outcome == k for v in verdicts) for k in ("safe", "unsafe", "undecided", "error")
+def summarise(verdicts: Sequence[Verdict], relevance_source: str | None = None) -> dict[str, Any]:
+    """The run's counts: unreadable files apart from the images judged, and how many rule
+    checks the relevance scan skipped, at which thresholds."""
+    judged = [v for v in verdicts if v.outcome != "error"]
+    scanned = [r for v in judged for r in v.rules if r.relevance_threshold is not None]
+    thresholds = sorted({r.relevance_threshold for r in scanned if r.relevance_threshold})
+    return {
+        "files": len(verdicts),
+        "images": len(judged),
+        **{k: sum(v.outcome == k for v in judged) for k in ("safe", "unsafe", "undecided")},
+        "unreadable": len(verdicts) - len(judged),
+        "rule_checks": sum(len(v.rules) for v in judged),
+        "irrelevant": sum(r.outcome == "irrelevant" for r in scanned),
+        "relevance_thresholds": thresholds,
+        "relevance_threshold_source": relevance_source if scanned else None,
+        "needs_review": sorted({rule for v in judged for rule in v.needs_review}),
+        "exit_code": exit_code(verdicts),
     }
+
+
+def summary_line(summary: dict[str, Any], skipped: int = 0) -> str:
+    """One line: what was judged, what could not be, and what the relevance scan skipped."""
+    note = f" ({skipped} already in the JSONL file)" if skipped else ""
+    line = (
+        f"{summary['images']} images judged{note}: {summary['safe']} safe, "
+        f"{summary['unsafe']} unsafe, {summary['undecided']} undecided"
+    )
+    if summary["unreadable"]:
+        line += f"; {summary['unreadable']} unreadable file(s) NOT judged"
+    values = summary["relevance_thresholds"]
+    if values:
+        shown = "/".join(f"{t:.3f}" for t in values)
+        source = summary["relevance_threshold_source"]
+        line += (
+            f"; {summary['irrelevant']} of {summary['rule_checks']} rule checks skipped as "
+            f"irrelevant (relevance at or below {shown}{f', {source}' if source else ''})"
+        )
+    if summary["needs_review"]:
+        line += (
+            f"; judged with {len(summary['needs_review'])} rule(s) that NEED REVIEW: "
+            + ", ".join(summary["needs_review"])
+        )
+    return line
+
+
+def _print(
+    verdicts: Sequence[Verdict],
+    *,
+    as_json: bool,
+    explain: bool,
+    skipped: int,
+    relevance_source: str | None = None,
+) -> None:
+    summary = summarise(verdicts, relevance_source)
     if as_json:
         document = {
-            "summary": {"images": len(verdicts), **counts},
+            "summary": summary,
             "verdicts": [v.model_dump(mode="json") for v in verdicts],
         }
         typer.echo(json.dumps(document, indent=2))
@@ -404,8 +534,4 @@ def _print(verdicts: Sequence[Verdict], *, as_json: bool, explain: bool, skipped
     if explain:
         for verdict in verdicts:
             out.print(_evidence_table(verdict))
-    note = f" ({skipped} already in the JSONL file)" if skipped else ""
-    out.print(
-        f"{len(verdicts)} images{note}: {counts['safe']} safe, {counts['unsafe']} unsafe, "
-        f"{counts['undecided']} undecided, {counts['error']} unreadable"
-    )
+    out.print(summary_line(summary, skipped))

@@ -490,6 +490,27 @@ def _compiled(
     )
 
 
+def hand_written_lock(
+    spec: ConstitutionSpec, *, source: str, source_sha256: str, compiled_at: str | None = None
+) -> Lock:
+    """The lock of `spec` made without a model, as `judge compile --no-model --force`
+    writes it: every rule as hand-written (each needs hand-written preconditions), nothing
+    scored. `dump_lock` words its header from that. For generated locks (the toy's).
+
+    Raises:
+        ValueError: a rule has no hand-written preconditions.
+    """
+    return Lock(
+        name=spec.name,
+        source=source,
+        source_sha256=source_sha256,
+        compiler_model=HAND_WRITTEN,
+        compiled_at=compiled_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        defaults=spec.defaults,
+        rules=[hand_written(rule) for rule in spec.rules],
+    )
+
+
 def hand_written(rule: RuleSpec) -> CompiledRule:
     """`rule` compiled without a model: its own text, its hand-written chain and topic (or
     the chain's object words as the topic), nothing scored.

@@ -100,15 +100,15 @@ def header(lock: Lock) -> str:
     )
     if models:
         lines = [
-            f"# Compiled by `judge compile` from {lock.source} with {', '.join(models)}.",
+            f"# Compiled from {lock.source} with the model {', '.join(models)}.",
             "# Each rule's `produced_by` names what made each field: that model, "
             "`hand-written` (as in the source)",
             "# or `fallback` (the model's answer was unusable).",
         ]
     else:
         lines = [
-            f"# Compiled by `judge compile` from {lock.source} without a model: every field "
-            "below is hand-written",
+            f"# Compiled from {lock.source} without a model: every field below is "
+            "hand-written",
             "# (taken as written in the source) or derived from it; no model scored or wrote "
             "anything.",
         ]

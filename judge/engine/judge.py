@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import os
 import threading
 import time
 from collections import Counter
@@ -26,7 +24,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
-    Callable,
     Iterable,
     Iterator,
 )
@@ -51,8 +48,9 @@ from judge.engine.procedure import (
     unreadable,
 )
 from judge.engine.verdict import Verdict
-from judge.errors import BackendError, ImageError, InputError
+from judge.errors import BackendError, ImageError, InputError, ReviewError
 from judge.models.base import Backend
+from judge.models.resolve import ModelChoice, check_available, named_models, resolve_model
 from judge.store import Store
 from judge.thresholds import ThresholdOverrides, Thresholds
 
@@ -99,6 +97,22 @@ def load_thresholds(value: ThresholdsInput, base: Thresholds | None = None) -> T
     return base.merged(value)
 
 
+def _check_review(lock: Lock, allow: bool) -> list[str]:
+    """The ids of the rules that need review; ReviewError unless judging them is allowed."""
+    from judge.constitution.review import describe, needs_review
+
+    found = needs_review(lock.enabled_rules())
+    if found and not allow:
+        raise ReviewError(
+            f"the lock of {lock.source} has {len(found)} rule(s) that need review:\n"
+            f"{describe(found)}\nFix the rules and re-compile, or judge anyway with "
+            "--allow-unreviewed (Judge(..., allow_unreviewed=True)): the verdicts then "
+            "name these rules",
+            rules=found,
+        )
+    return list(found)
+
+
 def _load_lock(constitution: Any) -> Lock:
     if isinstance(constitution, Lock):
         return constitution
@@ -113,55 +127,31 @@ def _load_lock(constitution: Any) -> Lock:
     )
 
 
-def make_backend(
-    model: str | None,
-    kind: str | None = None,
-    server: str | None = None,
-    api_key: str | None = None,
-) -> Backend:
-    """The back end for `model` ("toy": the cached toy VLM, on transformers unless a
-    server is given)."""
-    from judge.models.registry import load_backend
-
-    if model == "toy":
-        if server is None:
-            return load_backend(kind or "hf", model=str(_toy().vlm))
-        model = None  # the server says what it serves
-    local = kind in (None, "hf", "transformers", "vllm")  # plugins may need no model
-    if local and model is None and server is None and not os.environ.get("JUDGE_SERVER"):
-        raise InputError(
-            "no judge model: pass --model (a model id or folder, or 'toy') or --server, "
-            "or set defaults.model in the constitution"
-        )
-    return load_backend(kind, model=model, server=server, api_key=api_key)
-
-
-def _toy() -> Any:
-    from judge.toy import ensure_toy_models
-
-    return ensure_toy_models()
-
-
 class Judge:
     """Judge images against a compiled constitution.
 
     Args:
         constitution: a policy file (its lock must be fresh), a `Constitution`, or a `Lock`.
-        model: model id or folder; "toy" means the cached toy models (built if absent).
+        model: a registered model name ("toy": the toy models, built if absent), a folder
+            or a hub id, resolved as by every command (`judge.models.resolve`).
         backend: a `Backend`, or its kind ("hf", "vllm", "vllm-server"); None picks
-            "vllm-server" when a server is given, else "hf".
-        server: base URL of an OpenAI-compatible (vLLM) server.
+            "vllm-server" when a server is given (or `JUDGE_SERVER` is set), else "hf".
+        server: base URL of an OpenAI-compatible (vLLM) server (default: `JUDGE_SERVER`).
         api_key: the server's key, "@path" for a file, or None for the environment.
         relevance: "clip:<id|path>", "siglip:<id|path>", "vlm", "off", or None for the
-            default (the toy CLIP for model "toy", else openai/clip-vit-base-patch16).
+            default (the named model's own, e.g. the toy CLIP, else CLIP ViT-B/16).
         locator: an OWLv2 id or path, "off", or None for the default.
         thresholds: run thresholds (a Thresholds, overrides, a dict or a YAML/JSON file),
-            on top of the paper's defaults and the constitution's `defaults.thresholds`.
+            on top of the paper's defaults, the relevance model's own default threshold
+            and the constitution's `defaults.thresholds`.
         options: stage switches (`JudgeOptions`).
         fill: how the central-region step removes a box: "mean" colour (the default),
             "blur" or "black"; None keeps `options.fill`.
         store: the SQLite store (prior cache, decision log): a path, a Store, or None
             for `<cache>/judge.sqlite3`.
+        allow_unreviewed: judge with a lock whose rules need review (see
+            `judge.constitution.review`); each verdict then names those rules. Otherwise
+            such a lock raises ReviewError.
     """
 
     def __init__(
@@ -178,55 +168,88 @@ class Judge:
         options: JudgeOptions | None = None,
         fill: str | None = None,
         store: str | Path | Store | None = None,
+        allow_unreviewed: bool = False,
     ) -> None:
         self._lock_obj = _load_lock(constitution)
+        self.needs_review = _check_review(self._lock_obj, allow_unreviewed)
         self.options = options or JudgeOptions()
         if fill is not None:  # JudgeOptions checks the name
             self.options = dataclasses.replace(self.options, fill=fill)  # type: ignore[arg-type]
         defaults = self._lock_obj.defaults
         model = model or defaults.model
-        # Built or loaded only for the parts that need it (not with a back end given and
-        # relevance and locator named or off).
-        toy = functools.cache(_toy) if model == "toy" else None
         self._owns_backend = not isinstance(backend, Backend)
         if isinstance(backend, Backend):
+            # Only a named model's other parts (relevance, locator) can matter here.
+            choice = ModelChoice(backend.kind, None, None, named_models(model), model)
             self._backend = backend
         else:
-            self._backend = make_backend(model, backend or defaults.backend, server, api_key)
-        base = Thresholds.model_validate({}).merged(defaults.thresholds)
-        self.thresholds = load_thresholds(thresholds, base)
+            choice = resolve_model(model, backend=backend or defaults.backend, server=server)
+            self._backend = choice.open(api_key)
+        self._relevance = self._make_relevance(relevance or defaults.relevance_model, choice)
+        self._locator = self._make_locator(locator or defaults.locator_model, choice)
+        self.thresholds, self.relevance_source = self._thresholds(thresholds)
         self._owns_store = not isinstance(store, Store)
         self.store = store if isinstance(store, Store) else Store(store)
-        self._relevance = self._make_relevance(relevance or defaults.relevance_model, toy)
-        self._locator = self._make_locator(locator or defaults.locator_model, toy)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._setup: Setup | None = None
 
     # ---- construction helpers ------------------------------------------------------
 
-    def _make_relevance(self, spec: str | None, toy: Callable[[], Any] | None) -> Relevance:
+    def _make_relevance(self, spec: str | None, choice: ModelChoice) -> Relevance:
         if spec == "off" or not self.options.relevance:
             return None
         if spec == "vlm":
             return "vlm"
-        from judge.vision.relevance import VlmRelevance, make_relevance
+        from judge.vision.relevance import (
+            DEFAULT_CLIP,
+            DEFAULT_SIGLIP,
+            VlmRelevance,
+            make_relevance,
+        )
 
-        if spec is None and toy is not None:
-            spec = f"clip:{toy().clip}"
+        spec = spec or choice.default_relevance() or "clip"
+        # Check the model is here (or reachable) first: a hub id that cannot be reached
+        # would otherwise be retried for minutes.
+        defaults = {"clip": DEFAULT_CLIP, "siglip": DEFAULT_SIGLIP}
+        kind, sep, rest = spec.partition(":")
+        where = rest if sep and kind in defaults else defaults.get(spec, spec)
+        option = f"--relevance {kind if kind in defaults else 'clip'}:/path/to/model"
+        check_available(where, what="relevance model", option=option)
         scorer = make_relevance(spec)
-        if isinstance(scorer, VlmRelevance):
-            return "vlm"
-        return scorer
+        return "vlm" if isinstance(scorer, VlmRelevance) else scorer
 
-    def _make_locator(self, spec: str | None, toy: Callable[[], Any] | None) -> Locator | None:
+    def _make_locator(self, spec: str | None, choice: ModelChoice) -> Locator | None:
         if spec == "off" or not self.options.center:
             return None
-        if spec is None:
-            spec = str(toy().owl) if toy is not None else DEFAULT_LOCATOR
+        spec = spec or choice.default_locator() or DEFAULT_LOCATOR
+        check_available(spec, what="locator model", option="--locator /path/to/owlv2")
         from judge.vision.locator import Owlv2Locator
 
         return Owlv2Locator(spec)
+
+    def _thresholds(self, run: ThresholdsInput) -> tuple[Thresholds, str]:
+        """The run's thresholds, and where its relevance threshold came from.
+
+        Lowest first: the paper's defaults, the relevance model's own default threshold,
+        the policy's `defaults.thresholds`, this run's thresholds (then, per rule, the
+        rule's overrides and calibration, in `rule_thresholds`).
+        """
+        base = Thresholds.model_validate({})
+        source = "judge's default"
+        from judge.vision.relevance import ClipRelevance, model_threshold
+
+        if isinstance(self._relevance, ClipRelevance):
+            value, source = model_threshold(self._relevance)
+            base = base.model_copy(update={"relevance": value})
+        policy = self._lock_obj.defaults.thresholds
+        if policy is not None and policy.relevance is not None:
+            source = "the policy's defaults.thresholds"
+        base = base.merged(policy)
+        merged = load_thresholds(run, base)
+        if merged.relevance != base.relevance:
+            source = "this run's thresholds"
+        return merged, source
 
     def _get_setup(self) -> Setup:
         if self._setup is None:
@@ -267,6 +290,8 @@ class Judge:
         load_s = time.perf_counter() - started
         verdicts = [await self._judge_frame(frame, load_s) for frame in loaded]
         verdict = _combine(verdicts)
+        if self.needs_review:
+            verdict = verdict.model_copy(update={"needs_review": list(self.needs_review)})
         try:
             await asyncio.to_thread(self.store.log_decision, verdict)
         except Exception as error:  # the audit log must not turn a verdict into a crash

@@ -85,5 +85,8 @@ class Verdict(_Frozen):
     undecided: list[str] = Field(default_factory=list)
     rules: list[RuleVerdict] = Field(default_factory=list)
     error: str | None = None  # for outcome "error": why the image could not be judged
+    # Rules judged from a compile that needs review (allowed with --allow-unreviewed):
+    # their part of the verdict rests on output no one has checked.
+    needs_review: list[str] = Field(default_factory=list)
     frame: int | None = None  # for animated images: which frame
     run: RunInfo | None = None

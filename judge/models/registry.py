@@ -58,6 +58,11 @@ def backend_kinds() -> list[str]:
     return sorted(_registry)
 
 
+def canonical_kind(kind: str) -> str:
+    """The registered name of back end `kind` ("server" -> "vllm-server", ...)."""
+    return _aliases.get(kind, kind)
+
+
 def default_kind(server: str | None = None) -> str:
     """ "vllm-server" when a server is given (flag or `JUDGE_SERVER`), else "hf"."""
     return "vllm-server" if server or os.environ.get("JUDGE_SERVER") else "hf"

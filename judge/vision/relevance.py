@@ -228,3 +228,51 @@ def make_relevance(spec: str | None) -> ClipRelevance | VlmRelevance | None:
     if sep and kind in ("clip", "siglip") and rest:
         return ClipRelevance(rest, kind)  # type: ignore[arg-type]
     return ClipRelevance(spec)
+
+
+# ---- each model's own default threshold -------------------------------------------------
+
+RELEVANCE_FILE = "judge-relevance.json"
+PAPER_CLIP_THRESHOLD = 0.22  # the paper's t, measured for openai/clip-vit-base-patch16
+# SigLIP's default: the cosine at which its own pairwise sigmoid says "1% match". Low, for
+# recall, as the paper's CLIP threshold kept 96.6% of truly violated rules; calibrate it.
+SIGLIP_MATCH_PROBABILITY = 0.01
+
+
+def model_threshold(scorer: ClipRelevance) -> tuple[float, str]:
+    """The default relevance threshold of `scorer`'s model, and where it came from.
+
+    In order: the model folder's `judge-relevance.json` (`{"threshold": t, ...}`, written
+    by whoever measured t for that model, e.g. the toy build for the toy CLIP); for
+    SigLIP, the cosine where the model's own sigmoid gives `SIGLIP_MATCH_PROBABILITY`; for
+    CLIP, the paper's 0.22 (measured for CLIP ViT-B/16 only). A policy's or a run's own
+    threshold overrides this.
+    """
+    import json
+    import math
+
+    path = Path(scorer.model_id).expanduser() / RELEVANCE_FILE
+    if path.is_file():
+        try:
+            value = float(json.loads(path.read_text(encoding="utf-8"))["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(
+                f"{path}: expected JSON with a number 'threshold' ({error})"
+            ) from None
+        if not -1.0 <= value <= 1.0:
+            raise InputError(f"{path}: threshold {value} is not a cosine (-1 to 1)")
+        return value, str(path)
+    if scorer.kind == "siglip":
+        model = scorer._model
+        scale = float(model.logit_scale.exp())
+        bias = float(model.logit_bias)
+        p = SIGLIP_MATCH_PROBABILITY
+        value = (math.log(p / (1 - p)) - bias) / scale
+        return round(value, 4), f"SigLIP's own sigmoid at {p:.0%} match"
+    if scorer.model_id == DEFAULT_CLIP:
+        return PAPER_CLIP_THRESHOLD, "the paper's threshold for CLIP ViT-B/16"
+    return (
+        PAPER_CLIP_THRESHOLD,
+        f"the paper's threshold for CLIP ViT-B/16 (not measured for this model: add "
+        f"{RELEVANCE_FILE} to its folder or calibrate)",
+    )
