@@ -1,9 +1,12 @@
 """The `judge` command line. The only place that turns errors into exit codes.
 
 `judge IMAGE... --constitution POLICY` judges images; everything else is a subcommand
-(`judge check`, `judge compile`, `judge eval`, ...). Exit codes: 0 all safe, 1 some image
-unsafe, 2 bad input or usage, 3 a model failure left a verdict undecided, 4-7 the model
-or server cannot do what judge needs (see judge/errors.py).
+(`judge check`, `judge compile`, `judge show`, `judge eval`, ...). Exit codes: 0 all safe,
+1 some image unsafe, 2 bad input or usage (or a file that could not be read), 3 a model
+failure left a verdict undecided, 4-7 the model or server cannot do what judge needs, 8
+compiled rules need review (see judge/errors.py). When a run has several outcomes, an
+unjudged file wins: 2 (unreadable), then 3 (undecided), then 1 (unsafe), then 0; so exit
+0 or 1 always means every file was judged (judge/commands/judge_cmd.py).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ and compile time, in one run (see judge/bench/run.py)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -37,13 +37,16 @@ def _sections(text: str | None) -> tuple[str, ...]:
 @app.command(name="bench")
 def bench(
     server: str | None = typer.Option(
-        None, "--server", help="A running vLLM server (base URL); default: start one locally."
+        None,
+        "--server",
+        help="A running vLLM server (base URL; default: JUDGE_SERVER, else start one locally).",
     ),
     model: str = typer.Option(
         "toy",
         "--model",
-        help="Model to serve when no --server is given: 'toy' (the toy VLM) or a model "
-        "folder. With --server: the served model name to ask for ('toy' = whatever it serves).",
+        help="Model to serve when no server is given: a registered name ('toy': the toy "
+        "VLM) or a model folder. With a server: the model to ask for (a registered name "
+        "asks for whatever it serves).",
     ),
     constitution: Path | None = typer.Option(
         None, "--constitution", "-c", help="Constitution (default: constitutions/toy.yaml)."
@@ -81,17 +84,15 @@ def bench(
     console = Console(highlight=False)
     n = images if images is not None else (6 if quick else 24)
     from judge.bench.run import SERVER_SECTIONS
+    from judge.models.resolve import check_available, named_models
 
     chosen = _sections(sections)
-    needs_server = bool(set(chosen) & set(SERVER_SECTIONS)) and server is None
-    toy_parts: Any = None
-    if model == "toy" and (relevance is None or locator is None or needs_server):
-        from judge.toy import ensure_toy_models
-
-        toy_parts = ensure_toy_models()
-    if toy_parts is not None:
-        relevance = relevance or f"clip:{toy_parts.clip}"
-        locator = locator or str(toy_parts.owl)
+    # --model and --server mean what they mean everywhere (judge.models.resolve).
+    server = server or os.environ.get("JUDGE_SERVER") or None
+    named = named_models(model)
+    if named is not None:
+        relevance = relevance or named.relevance()
+        locator = locator or named.locator()
     config = BenchConfig(
         server="",
         constitution=constitution or _default_constitution(),
@@ -113,12 +114,13 @@ def bench(
         result = run_bench(config, console)  # the GPU section needs no server
     elif server is not None:
         config.server = server
-        config.model = None if model == "toy" else model
+        config.model = named.served_name if named is not None else model
         result = run_bench(config, console)
     else:
         from judge.bench.server import local_vllm_server
 
-        path = toy_parts.vlm if model == "toy" else Path(model)
+        option = "--model /path/to/model"
+        path = Path(named.vlm() if named else check_available(model, what="model", option=option))
         console.print(f"[dim]starting a local vLLM server for {path} (about a minute)[/]")
         with local_vllm_server(path, served_model_name="toy-vlm" if model == "toy" else None) as s:
             config.server = s.url

@@ -213,10 +213,10 @@ def print_report(report: CompileReport, path: Path, *, err: bool = False) -> Non
     lock: Lock = report.lock
     sent, reused = report.compiled, report.reused
     by_hand = len(lock.rules) - len(sent) - len(reused)
-    who = ", ".join(sorted({m for r in lock.rules for m in r.produced_by.models()}))
     _echo(
         f"wrote {path}: {len(lock.rules)} rules, {len(sent)} sent to "
-        f"{who or 'a model'}, {by_hand} hand-written without a model, {len(reused)} reused; "
+        f"{lock.compiler_model if sent else 'no model'}, {by_hand} hand-written without a "
+        f"model, {len(reused)} reused; "
         f"{report.model_calls} model calls, {report.seconds:.1f} s",
         err,
     )

@@ -634,10 +634,14 @@ async def compile_spec(
         rules.append(compiled)
         reports.append(report)
 
-    # The lock names the models that produced what it holds, nothing else: a lock whose
-    # every field was written by hand says so.
-    models = sorted({m for rule in rules for m in rule.produced_by.models()})
+    # The lock names the models that produced what it holds or were asked this time (even
+    # if every answer fell back), nothing else: a lock whose every field was written by
+    # hand says so.
     used_model = session is not None and session.calls > 0
+    models = sorted(
+        {m for rule in rules for m in rule.produced_by.models()}
+        | ({backend.model_id} if used_model and backend is not None else set())
+    )
     if used_model:
         prompt_versions = versions(*PROMPTS)
     elif models and previous is not None:

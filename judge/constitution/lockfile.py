@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from judge.constitution import yamlsafe
 from judge.constitution.review import needs_review
-from judge.constitution.schema import FALLBACK, ConstitutionSpec, Lock
+from judge.constitution.schema import FALLBACK, HAND_WRITTEN, ConstitutionSpec, Lock
 from judge.errors import LockError
 
 # A lock of 1000 rules with long chains can pass 1 MiB; it is still bounded.
@@ -93,14 +93,14 @@ def dump_lock(lock: Lock) -> str:
 def header(lock: Lock) -> str:
     """The lock's opening comment, worded from what produced its fields: a lock that no
     model touched must not read as a model's output."""
-    models = sorted({m for rule in lock.rules for m in rule.produced_by.models()})
+    models = [] if lock.compiler_model == HAND_WRITTEN else [lock.compiler_model]
     fallbacks = sum(
         FALLBACK in (r.produced_by.text, r.produced_by.preconditions, r.produced_by.objectiveness)
         for r in lock.rules
     )
     if models:
         lines = [
-            f"# Compiled from {lock.source} with the model {', '.join(models)}.",
+            f"# Compiled from {lock.source} with the model {models[0]}.",
             "# Each rule's `produced_by` names what made each field: that model, "
             "`hand-written` (as in the source)",
             "# or `fallback` (the model's answer was unusable).",
