@@ -128,11 +128,11 @@ SHIPPED = sorted(
 
 
 def _whole_line(line: str) -> str:
-    """A source line's content as one statement: without `- `, `any_of:`/`statement:`,
+    """A source line's content as one statement: without `- `, `any_of:`/`statement:`/`text:`,
     the brackets of a one-item flow list, and quotes."""
     text = line.strip()
     text = re.sub(r"^-\s+", "", text)
-    text = re.sub(r"^(any_of|statement):\s*", "", text)
+    text = re.sub(r"^(any_of|statement|text):\s*", "", text)
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1].strip()
     if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
@@ -165,3 +165,23 @@ def test_the_precondition_prompt_asks_for_whole_statements_and_no_absences():
     prompt = render("preconditions", rule="Images must not show a knife.")
     assert "complete statement on its own" in prompt
     assert "never what is absent" in prompt
+
+
+def test_an_alternative_in_mapping_form_is_linted_at_its_text():
+    text = """\
+name: mapped
+rules:
+  - id: injury
+    text: No fatal injuries.
+    preconditions:
+      - any_of:
+          - text: the throat is cut open
+            objects: [throat]
+          - text: no clothing covers the torso
+            objects: [torso]
+"""
+    found = [(w.line, w.column, w.message) for w in lint_source(text, "mapped.yaml")]
+    assert len(found) == 1
+    line, column, message = found[0]
+    assert (line, column) == (9, 19)
+    assert message.startswith("statement 'no clothing covers the torso' asserts an absence")

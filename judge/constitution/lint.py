@@ -107,7 +107,13 @@ def statement_paths(
         elif isinstance(pre, list):
             out.append((here, [((*here, k), s) for k, s in enumerate(pre)], here in located.flow))
         elif isinstance(pre, dict) and isinstance(pre.get("any_of"), list):
-            items = [((*here, "any_of", k), s) for k, s in enumerate(pre["any_of"])]
+            items = [
+                # An alternative in its mapping form ({text, objects}): its statement.
+                ((*here, "any_of", k, "text"), s["text"])
+                if isinstance(s, dict) and "text" in s
+                else ((*here, "any_of", k), s)
+                for k, s in enumerate(pre["any_of"])
+            ]
             out.append((here, items, (*here, "any_of") in located.flow))
         elif isinstance(pre, dict) and isinstance(pre.get("statement"), str):
             out.append((here, [((*here, "statement"), pre["statement"])], False))

@@ -14,18 +14,10 @@ from __future__ import annotations
 import re
 
 from judge import prompts
+from judge.constitution.compiler import fallback_topic
 from judge.constitution.schema import CompiledRule
 
 RELEVANCE_PROMPT = "relevance_question"
-# Enough words to name a rule's subject, few enough to stay a phrase.
-_MAX_WORDS = 6
-
-
-def join_or(words: list[str]) -> str:
-    """ "a", "a or b", "a, b or c"."""
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def rule_topic(rule: CompiledRule) -> str:
@@ -37,11 +29,10 @@ def rule_topic(rule: CompiledRule) -> str:
     """
     if rule.topic:
         return rule.topic
-    words = list(
-        dict.fromkeys(w.strip() for p in rule.preconditions for w in p.objects if w.strip())
-    )
-    if words:
-        return join_or(words[:_MAX_WORDS])
+    # The compiler's own stand-in, so a lock without topics asks what a recompile would.
+    from_objects = fallback_topic(rule.preconditions)
+    if from_objects:
+        return from_objects
     if rule.category and rule.category.strip():
         return rule.category.strip()
     return re.sub(r"[-_.]+", " ", rule.id).strip()
