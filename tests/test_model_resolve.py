@@ -252,3 +252,24 @@ def test_doctor_model_toy_passes_within_two_minutes(toy_models: Any):
         main(["doctor", "--model", "toy"])
     assert time.monotonic() - started < 120
     assert done.value.code in (0, None)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_doctor_and_compile_model_toy_against_a_real_vllm_server(vllm_server: Any, tmp_path: Path):
+    """With a server, the registered name asks for whatever the server serves."""
+    from judge.cli import main
+
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as done:
+        main(["doctor", "--model", "toy", "--server", vllm_server.url])
+    assert done.value.code in (0, None), vllm_server.log_tail()
+    source = tmp_path / "p.yaml"
+    source.write_text(POLICY)
+    with pytest.raises(SystemExit) as done:
+        main(["compile", str(source), "--model", "toy", "--server", vllm_server.url])
+    assert done.value.code in (0, 8), vllm_server.log_tail()
+    assert time.monotonic() - started < 120
+    from judge.constitution import Constitution
+
+    assert Constitution.load(source).lock.compiler_model == vllm_server.model

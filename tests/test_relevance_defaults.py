@@ -163,3 +163,18 @@ def test_skipped_rules_are_counted_with_their_threshold(
     summary = document["summary"]
     assert (summary["irrelevant"], summary["rule_checks"]) == (1, 1)
     assert summary["relevance_thresholds"] == [0.99]
+
+
+@pytest.mark.slow
+def test_the_toy_clip_carries_its_measured_threshold(toy_models: Any, tmp_path: Path) -> None:
+    """The toy build measures the toy CLIP's threshold and saves it beside the model; a
+    policy naming `model: toy` with no threshold of its own then uses it, not 0.22."""
+    from judge import Judge
+
+    saved = toy_models.clip / "judge-relevance.json"
+    assert saved.is_file(), "the toy build must write judge-relevance.json into the toy CLIP"
+    measured = float(json.loads(saved.read_text())["threshold"])
+    policy = _policy("defaults:\n  model: toy\n")
+    with Judge(policy, backend=ScriptedBackend(), locator="off", store=tmp_path / "s.db") as j:
+        assert j.thresholds.relevance == measured != 0.22
+        assert j.relevance_source == str(saved)
