@@ -129,9 +129,9 @@ def test_relevance_scans_side_by_side(
     """CLIP and the VLM's topic question on the same (image, rule) pairs: the recall of
     violated rules and the share of pairs filtered (the paper's two numbers for CLIP)."""
     from judge.constitution import Constitution
-    from judge.engine.judge import make_backend
     from judge.evaluate.datasets import Example
     from judge.evaluate.relevance import format_relevance, relevance_quality, score_relevance
+    from judge.models.registry import load_backend
     from judge.vision.relevance import ClipRelevance
 
     lock = Constitution.load(toy_policy).lock
@@ -147,7 +147,8 @@ def test_relevance_scans_side_by_side(
     scorer = ClipRelevance(toy_models.clip)
 
     async def both() -> tuple[Any, Any]:
-        backend = make_backend("toy")  # one event loop for the back end's whole life
+        # One event loop for the back end's whole life.
+        backend = load_backend("hf", model=str(toy_models.vlm))
         try:
             clip = await score_relevance(lock, examples, scorer, backend=backend)
             vlm = await score_relevance(lock, examples, "vlm", backend=backend)

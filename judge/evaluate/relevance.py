@@ -118,14 +118,21 @@ async def score_relevance(
         scorer: a CLIP/SigLIP scorer (scores the rule's objectified text) or "vlm" (asks
             `backend` about the rule's topic).
         backend: the judge model; needed for "vlm", and its pixel budget sizes the images.
-        thresholds: the run's thresholds (default: the paper's, with the lock's defaults,
-            then per-rule overrides and calibration, as the engine merges them).
+        thresholds: the run's thresholds. Default: as `Judge` makes them, the paper's,
+            then the relevance model's own threshold, then the lock's defaults; per rule,
+            its overrides and calibration on top, as the engine merges them.
     """
     if scorer == "vlm" and backend is None:
         raise ValueError("VLM relevance needs the back end to ask")
-    from judge.vision.relevance import VlmRelevance
+    from judge.vision.relevance import ClipRelevance, VlmRelevance, model_threshold
 
-    base = thresholds or Thresholds.model_validate({}).merged(lock.defaults.thresholds)
+    base = thresholds
+    if base is None:
+        base = Thresholds.model_validate({})
+        if isinstance(scorer, ClipRelevance):
+            own, _ = model_threshold(scorer)
+            base = base.model_copy(update={"relevance": own})
+        base = base.merged(lock.defaults.thresholds)
     per_rule = rule_thresholds(lock, base)
     rules = lock.enabled_rules()
     budget = backend.max_image_pixels if backend is not None else None
