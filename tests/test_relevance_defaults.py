@@ -155,7 +155,7 @@ def test_skipped_rules_are_counted_with_their_threshold(
     assert "1 of 1 rule checks skipped as irrelevant (relevance at or below 0.990" in skipped.stdout
     assert "judge-relevance.json" in skipped.stdout
     assert "skipped as irrelevant" in skipped.stdout.splitlines()[1]  # the table's header
-    assert "1 of 1 (< 0.990)" in skipped.stdout
+    assert "1 of 1 (<= 0.990)" in skipped.stdout
     assert "<= 0.990: skipped" in skipped.stdout  # --explain: the score against it
     document = json.loads(
         _judge(world, red, "--relevance", f"clip:{clip_dirs['skips']}", "--json").stdout

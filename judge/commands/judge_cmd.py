@@ -181,7 +181,7 @@ def _irrelevant_cell(verdict: Verdict) -> str:
     if not scanned:
         return ""
     skipped = [r for r in scanned if r.outcome == "irrelevant"]
-    return f"{len(skipped)} of {len(scanned)} (< {_thresholds(scanned)})"
+    return f"{len(skipped)} of {len(scanned)} (<= {_thresholds(scanned)})"
 
 
 def _summary_table(verdicts: Sequence[Verdict]) -> Table:

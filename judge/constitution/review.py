@@ -46,7 +46,10 @@ def text_problems(text: str) -> list[str]:
 
 
 def _same(a: str, b: str) -> bool:
-    return " ".join(_words(a)) == " ".join(_words(b))
+    """The same words (case, spacing and punctuation aside); text without words is
+    reported as such, never as a copy."""
+    words = _words(a)
+    return bool(words) and words == _words(b)
 
 
 def chain_problems(rule: CompiledRule) -> list[str]:
