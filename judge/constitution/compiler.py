@@ -444,7 +444,7 @@ async def _compile_rule(
 def fallback_topic(chain: Sequence[PreconditionSpec]) -> str | None:
     """A topic made of the chain's central object words ("gun, person or muzzle"), when no
     one wrote one: it asks at least as broadly as the rule's own objects."""
-    words = list(dict.fromkeys(w.strip() for p in chain for w in p.objects if w.strip()))
+    words = list(dict.fromkeys(w.strip() for p in chain for w in p.all_objects() if w.strip()))
     words = words[:_TOPIC_WORDS]
     if not words:
         return None
