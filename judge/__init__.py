@@ -31,6 +31,7 @@ from judge.errors import (
     JudgeError,
     LockError,
     ModelCapabilityError,
+    ReviewError,
 )
 from judge.models import Backend, YesNoQuery, YesNoResult, load_backend
 from judge.store import Store
@@ -53,6 +54,7 @@ __all__ = [
     "LockError",
     "ModelCapabilityError",
     "PreconditionEvidence",
+    "ReviewError",
     "RuleVerdict",
     "RunInfo",
     "Store",
