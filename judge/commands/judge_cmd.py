@@ -357,7 +357,8 @@ def run(
         p: unreadable(p, p, error) for p, error in problems.items() if error is not None
     }
     readable = [p for p in todo if problems[p] is None]
-    policy = _policy(constitution, compile_lock, model, backend, server)
+    # Compiling may start a model too: only when there is something to judge.
+    policy = _policy(constitution, compile_lock and bool(readable), model, backend, server)
     writer = JsonlWriter(jsonl) if jsonl else None
     err = Console(stderr=True)
     source: str | None = None
