@@ -34,7 +34,13 @@ def test_loads_and_answers_with_single_label_tokens(untrained: Path) -> None:
     assert "<|vision_start|><|image_pad|><|vision_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
     enc = processor(text=[text], images=[world.make_scene(0).image], return_tensors="pt")
-    assert enc["image_grid_thw"].tolist() == [[1, 8, 8]]  # 16 image tokens
+    from judge.toy.arch import IMAGE_TOKENS
+
+    # At least 256 image tokens, as Qwen2.5-VL gives a 448-px image, so prefix-cache
+    # figures measured on the toy carry over to real models.
+    assert IMAGE_TOKENS >= 256
+    assert int((enc["input_ids"] == processor.tokenizer.convert_tokens_to_ids(
+        "<|image_pad|>")).sum()) == IMAGE_TOKENS
     assert enc["input_ids"].shape[1] < 512  # far below vLLM's 2048
     with torch.no_grad():
         logits = model(**enc).logits

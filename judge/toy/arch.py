@@ -61,9 +61,15 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-IMAGE_SIDE = 112  # pixels; 112 / 28 = 4 merged patches a side
+# Token geometry: 224 px in 14-px patches, no 2x2 merge, so 16 x 16 = 256 image tokens per
+# image, what Qwen2.5-VL gives a 448-px image (32 x 32 patches, merged 2x2). Prefix-cache
+# figures measured on the toy then carry over to real models.
+IMAGE_SIDE = 224
+PATCH = 14
+MERGE = 1
 MAX_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 MIN_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # small crops are scaled up to the same budget
+IMAGE_TOKENS = (IMAGE_SIDE // (PATCH * MERGE)) ** 2
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "vocab_size": 1024,
@@ -157,13 +163,14 @@ def build_processor(tokenizer: Any) -> Any:
 
     image_processor = Qwen2VLImageProcessor(
         size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
-        patch_size=14,
+        patch_size=PATCH,
         temporal_patch_size=2,
-        merge_size=2,
+        merge_size=MERGE,
     )
     # Qwen2VLProcessor insists on a video processor; the judge never sends video.
     video_processor = Qwen2VLVideoProcessor(
-        size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+        size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
+        patch_size=PATCH, merge_size=MERGE,
     )
     return Qwen2VLProcessor(
         image_processor=image_processor,
@@ -207,8 +214,8 @@ def build_config(tokenizer: Any, **overrides: Any) -> Any:
         "hidden_size": c["hidden_size"],
         "num_heads": c["vision_heads"],
         "mlp_ratio": c["vision_mlp_ratio"],
-        "patch_size": 14,
-        "spatial_merge_size": 2,
+        "patch_size": PATCH,
+        "spatial_merge_size": MERGE,
         "temporal_patch_size": 2,
     }
     return Qwen2VLConfig(

@@ -227,6 +227,7 @@ def measure_relevance_threshold(path: str | Path, n: int = 160) -> dict[str, Any
     for i in range(n):
         scene = make_set_scene(SPLIT_SEEDS["calib"] + i, spec)
         violated = set(violated_rules(scene, spec))
+        assert scene.image is not None
         for rule, value in zip(rules, scorer.score(scene.image, [r.text for r in rules]),
                                strict=True):
             (hit if rule.id in violated else miss).append(value)

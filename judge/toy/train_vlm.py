@@ -32,7 +32,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,7 @@ class Item:
     # whose first Yes/No token is then trained as a decision with `decisions`' target.
     targets: list[float | None]
     scene: Scene | None
-    statements: list[Statement | None]  # per assistant turn: the world statement, if any
+    statements: Sequence[Statement | None]  # per assistant turn: the world statement, if any
     decisions: list[float | None] = field(default_factory=list)
 
 
@@ -502,7 +502,8 @@ def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
             loss = loss + probe_weight * probes.loss(h, batch["soft_st"], batch["soft_seen"])
     if captured:
         grid = batch["inputs"]["image_grid_thw"]
-        sizes = (grid.prod(-1) // 4).tolist()
+        merge = model.config.vision_config.spatial_merge_size
+        sizes = (grid.prod(-1) // merge ** 2).tolist()
         aux = aux_head(torch.split(captured[0], sizes))
         aux_loss = F.binary_cross_entropy_with_logits(aux, aux_targets)
         loss = loss + aux_weight * aux_loss
