@@ -73,12 +73,17 @@ def score(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> dict[str, Any]
         tn += not truth and not said
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     calls: Counter[str] = Counter()
+    stages: Counter[str] = Counter()  # which stage settled each alternative
     for verdict in verdicts:
         assert verdict.run is not None
         calls.update(verdict.run.calls)
+        for rule in verdict.rules:
+            for pre in rule.preconditions:
+                stages.update(alt.stage for alt in pre.alternatives if alt.stage)
     per_image = {k: round(v / len(verdicts), 2) for k, v in sorted(calls.items())}
     wrong = fp + fn
-    return {"f1": round(f1, 3), "wrong": wrong, "undecided": undecided, "calls": per_image}
+    return {"f1": round(f1, 3), "wrong": wrong, "undecided": undecided, "calls": per_image,
+            "stages": dict(stages)}
 
 
 def run_toy(policy: Path, rows: list[dict[str, Any]], tmp: Path, **kwargs: Any) -> dict[str, Any]:
@@ -102,6 +107,12 @@ def test_toy_world_on_transformers(
     print(f"hf, no center: {no_center}")
     assert no_center["calls"].get("locator", 0) == 0 and no_center["calls"].get("masked", 0) == 0
     assert base["calls"].get("locator", 0) > 0
+    # The toy world has the effect the central-region stage corrects (a small dot pulled by
+    # a large object elsewhere, judge.toy.train_vlm.PULLED): the stage settles some
+    # alternatives, and without it they go on to the cascade.
+    assert base["stages"].get("center", 0) > 0, base
+    assert no_center["stages"].get("center", 0) == 0
+    assert no_center["calls"].get("cascade", 0) > base["calls"].get("cascade", 0), (base, no_center)
     assert base["f1"] >= 0.9, base
     # The cascade decides what the first pass left uncertain: without it, more verdicts
     # are undecided or wrong.
@@ -115,6 +126,7 @@ def test_toy_world_on_the_vllm_server(
     base = run_toy(toy_policy, held_out, tmp_path, server=vllm_server.url)
     print(f"\nvllm-server, all stages: {base}")
     assert base["calls"]["first_pass"] > 0
+    assert base["stages"].get("center", 0) > 0, base  # a decision at the central region
     vlm_relevance = run_toy(toy_policy, held_out, tmp_path, server=vllm_server.url, relevance="vlm")
     print(f"vllm-server, vlm relevance: {vlm_relevance}")
     assert vlm_relevance["calls"]["relevance"] > 0

@@ -212,6 +212,7 @@ class Prefill:
     cached: int
     ideal: int | None  # per distinct image: its prefix once, plus each distinct statement
     queries: int
+    prefix: float | None = None  # mean shared prefix (instructions + image tokens) per image
 
     @property
     def computed(self) -> int:
@@ -234,13 +235,16 @@ def prefill_of(records: Sequence[QueryRecord], n_images: int, prefix: PrefixLeng
         groups.setdefault(r.image_digest, {}).setdefault(r.statement_text, r.prompt_tokens)
         sizes[r.image_digest] = r.image_size
     ideal: int | None = 0
+    prefixes: list[int] = []
     for digest, statements in groups.items():
         p = prefix(sizes[digest])
         if p is None or ideal is None:
             ideal = None
             continue
+        prefixes.append(p)
         ideal += p + sum(max(0, n - p) for n in statements.values())
-    return Prefill(n_images, sent, cached, ideal, len(records))
+    mean_prefix = sum(prefixes) / len(prefixes) if prefixes and ideal is not None else None
+    return Prefill(n_images, sent, cached, ideal, len(records), mean_prefix)
 
 
 # ---- running the engine and the naive algorithm ---------------------------------------
@@ -428,6 +432,11 @@ class Bench:
             res.add("prefill", "Yes/No prompt tokens sent / image", f"{pre.sent / n:.0f}")
             res.add("prefill", "  computed (not cached) / image", f"{pre.computed / n:.0f}")
             if pre.ideal is not None:
+                if pre.prefix is not None:
+                    # The image's share of it is the token geometry (256 for the toy VLM,
+                    # as Qwen2.5-VL gives a 448-px image).
+                    res.add("prefill", "  shared prefix (instructions + image) / image",
+                            f"{pre.prefix:.0f}")
                 res.add("prefill", "  ideal / image (prefix once + statements)",
                         f"{pre.ideal / n:.0f}")
                 res.add("prefill", "sent / ideal", f"{pre.sent}/{pre.ideal}",

@@ -9,9 +9,9 @@ paths (`AutoModelForImageTextToText`, `AutoProcessor`) and that vLLM can serve:
   of exactly those tokens;
 * a Qwen2-VL chat template (`<|vision_start|><|image_pad|><|vision_end|>` for an image),
   so the hf back end and vLLM turn the same messages into the same tokens;
-* an image processor that scales every image to 112x112 pixels (4x4 = 16 image tokens):
-  short sequences keep training steps fast on a CPU, and the toy world is drawn so that
-  what its statements ask about (colour, large text) survives that scale.
+* an image processor that gives every image 256 tokens (224 px in 14-px patches, no 2x2
+  merge), the count Qwen2.5-VL gives a 448-px image, so prefix-cache figures on the toy
+  carry over to real models.
 
 Sizes follow ../shared/notes: attention heads of dim 64 and `mrope_section` [8, 12, 12]
 are known to serve on vLLM's CPU build.

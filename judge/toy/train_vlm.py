@@ -15,15 +15,20 @@ Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-traini
   then the full task. The learning rate stays flat until the last 40% of the steps (a
   decaying rate starved the later stages).
   The auxiliary head stays on at half weight; it is not saved.
+* The last stage also trains, with true labels, the other questions the judge and its
+  comparisons ask the same model: the VLM-relevance topic question, and the four
+  baselines' questions (unsafe iff the toy constitution is violated). No comparison is
+  then won because one side's question was never trained.
 
 Answers are trained with soft targets over the "Yes"/"No" tokens, which is how the
 deliberate language-prior bias is made (see `PRIOR` and `BIASED`): with no image the model
 says P(Yes) ~ 0.95 for "a yellow shape" (~0.35 for other statements), and for images where
 it is false it is trained towards 0.55, so a plain 0.5 threshold is wrong for it and the
-debiased rule (d = M(x,c) - M(None,c) < -0.3 M(None,c)) is right. No "pull from non-central
-content" bias is trained.
-Everything is seeded and step-counted (no time caps), so the same recipe gives the same
-weights on the same machine.
+debiased rule (d = M(x,c) - M(None,c) < -0.3 M(None,c)) is right. The effect the
+central-region stage corrects is trained in the same way (see `PULLED`): a small dot's
+answer is pulled down by a large object of another colour elsewhere in the image.
+Everything is seeded and step-counted (no time caps), and judge.toy.build pins the
+kernels' instruction set, so the same recipe gives the same weights on every x86-64 CPU.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ class VLMRecipe:
     phase_a_steps: int = 60
     phase_a_batch: int = 24
     phase_a_lr: float = 2e-3
-    phase_b_steps: int = 560
+    phase_b_steps: int = 1200
     phase_b_batch: int = 8
     phase_b_lr: float = 1.5e-3
     vision_lr_scale: float = 0.3
@@ -90,6 +95,10 @@ class VLMRecipe:
     p_cascade: float = 0.3
     p_relevance: float = 0.1  # last stage: the VLM-relevance topic question
     p_baseline: float = 0.1  # last stage: the baselines' questions, with true labels
+    # Last stage: scenes built to show the `PULLED` bias (a small dot beside a large object
+    # of another colour). In random scenes it was too rare: one run left it unlearnt
+    # (mean M 0.96 for pulled dots against 0.97 for the rest).
+    p_pulled: float = 0.25
     cascade_rounds: int = 1  # cascades (reasoning + JSON) per cascade chat
     p_small: float = 0.45  # last stage: small objects are the hard case
     aux_weight: float = 0.5
@@ -139,6 +148,20 @@ def pulled(scene: Scene, st: Statement) -> bool:
     mine = [o for o in scene.objects if o.colour == st.colour]
     return (st.kind == "colour" and bool(mine) and all(o.size == "small" for o in mine)
             and any(o.size == "large" and o.colour != st.colour for o in scene.objects))
+
+
+def pulled_scene(rng: random.Random) -> Scene:
+    """A scene where `pulled` holds: a small dot, a large object of another colour, and
+    sometimes a third object."""
+    colours = [c for c in _COLOUR_ORDER]
+    rng.shuffle(colours)
+    dot, big = colours[0], next(c for c in colours[1:] if world.allowed({colours[0], c}))
+    objects = [(dot, "circle", "small"), (big, rng.choice(world.SHAPES), "large")]
+    third = [c for c in colours if c not in (dot, big) and world.allowed({dot, big, c})]
+    if third and rng.random() < 0.3:
+        objects.append((rng.choice(third), "circle", "small"))
+    rng.shuffle(objects)
+    return world.make_scene(rng.randrange(2**31), SceneSpec(objects=tuple(objects)))
 
 
 def target(scene: Scene | None, st: Statement) -> float:
@@ -195,11 +218,15 @@ P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
               p_cascade: float, p_small: float = SceneSpec.p_small,
               cascade_rounds: int = 1, p_relevance: float = 0.0,
-              p_baseline: float = 0.0) -> Item:
+              p_baseline: float = 0.0, p_pulled: float = 0.0) -> Item:
     pool = stage_statements(stage)
     long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
     instructions = prompts.render("visibility_instructions") if long else None
-    scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage, p_small))
+    last = stage >= N_STAGES - 1
+    if last and rng.random() < p_pulled:
+        scene = pulled_scene(rng)
+    else:
+        scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage, p_small))
     roll = rng.random()
     if roll < p_no_image:
         sts = [rng.choice(pool) for _ in range(turns)]
@@ -214,7 +241,6 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
         return Item(None, msgs, tg, None, sts)
     # The cascade's text only in the last stage: added earlier, its many text tokens
     # knocked the Yes/No answers back to chance.
-    last = stage >= N_STAGES - 1
     if roll < p_no_image + p_cascade and last:
         return cascade_item(rng, scene, pool, cascade_rounds)
     roll -= p_no_image + p_cascade
@@ -649,7 +675,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     for step in range(recipe.phase_b_steps):
         items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade,
                            recipe.p_small, recipe.cascade_rounds, recipe.p_relevance,
-                           recipe.p_baseline)
+                           recipe.p_baseline, recipe.p_pulled)
                  for _ in range(recipe.phase_b_batch)]
         batch = enc.encode(items)
         with_image = [it for it in items if it.scene is not None]
