@@ -23,35 +23,54 @@ def _byte_chars() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def build_tiny_clip(folder: Path, *, threshold: float | None = None) -> Path:
-    """Save a tiny CLIP (model, processor, tokenizer) in `folder`; with `threshold`, also
-    the `judge-relevance.json` that makes it that model's default relevance threshold."""
-    import torch
+def tokenizer() -> Any:
+    """A byte-level CLIP tokenizer with no merges (any text spells out)."""
     import transformers
 
+    # Special tokens last, as in CLIP: OWLv2 treats a query whose first id is 0 as padding.
     vocab: dict[str, int] = {}
     for suffix in ("", "</w>"):
         for ch in _byte_chars():
             vocab[ch + suffix] = len(vocab)
     vocab["<|startoftext|>"] = BOS
     vocab["<|endoftext|>"] = EOS
-    tok = transformers.CLIPTokenizer(vocab=vocab, merges=[])
+    return transformers.CLIPTokenizer(vocab=vocab, merges=[])
 
-    def tower(**kw: Any) -> dict[str, Any]:
-        return {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            **kw,
-        }
 
+def tower(hidden: int = 32, **kw: Any) -> dict[str, Any]:
+    """Settings of a tiny two-layer tower."""
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        **kw,
+    }
+
+
+def text_config(vocab: int, positions: int) -> dict[str, Any]:
+    """A tiny text tower for `tokenizer()`: CLIP pools the text at its end token."""
+    return {
+        **tower(vocab_size=vocab, max_position_embeddings=positions),
+        "bos_token_id": BOS,
+        "eos_token_id": EOS,
+        "pad_token_id": EOS,
+    }
+
+
+def build_tiny_clip(folder: Path, *, threshold: float | None = None) -> Path:
+    """Save a tiny CLIP (model, processor, tokenizer) in `folder`; with `threshold`, also
+    the `judge-relevance.json` that makes it that model's default relevance threshold."""
+    import torch
+    import transformers
+
+    tok = tokenizer()
     torch.manual_seed(0)
-    text = tower(vocab_size=len(tok), max_position_embeddings=32)
-    text.update(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS)
     model = transformers.CLIPModel(
         transformers.CLIPConfig(
-            text_config=text, vision_config=tower(image_size=32, patch_size=8), projection_dim=16
+            text_config=text_config(len(tok), 32),
+            vision_config=tower(image_size=32, patch_size=8),
+            projection_dim=16,
         )
     )
     folder.mkdir(parents=True, exist_ok=True)

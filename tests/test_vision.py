@@ -29,6 +29,7 @@ from judge.vision import (
     mean_colour,
 )
 from judge.vision.locator import best_boxes, to_pixel_boxes
+from tests._tiny_clip import text_config, tokenizer, tower
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -36,67 +37,22 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.timeout(120)
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 160, 0)
-BOS, EOS = 512, 513  # ids of the tiny tokenizer's special tokens
 
 
 # ---- tiny models, built once per session --------------------------------------------------
 
 
-def _byte_chars() -> list[str]:
-    # GPT-2/CLIP byte-to-unicode table: a vocabulary that can spell any text without merges.
-    bs = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in cs]
-
-
-def _tokenizer() -> Any:
-    # Special tokens last, as in CLIP: OWLv2 treats a query whose first id is 0 as padding.
-    vocab: dict[str, int] = {}
-    for suffix in ("", "</w>"):
-        for ch in _byte_chars():
-            vocab[ch + suffix] = len(vocab)
-    vocab["<|startoftext|>"] = BOS
-    vocab["<|endoftext|>"] = EOS
-    return transformers.CLIPTokenizer(vocab=vocab, merges=[])
-
-
-def _tower(hidden: int = 32, **kw: Any) -> dict[str, Any]:
-    return {
-        "hidden_size": hidden,
-        "intermediate_size": 2 * hidden,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        **kw,
-    }
-
-
-def _text(vocab: int, positions: int) -> dict[str, Any]:
-    # Token ids of the tokenizer below: CLIP pools the text at its end token.
-    return {
-        **_tower(vocab_size=vocab, max_position_embeddings=positions),
-        "bos_token_id": BOS,
-        "eos_token_id": EOS,
-        "pad_token_id": EOS,
-    }
-
-
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("vision-models")
-    tok = _tokenizer()
+    tok = tokenizer()
     torch.manual_seed(0)
     dirs = {k: root / k for k in ("clip", "siglip", "owlv2")}
 
     clip = transformers.CLIPModel(
         transformers.CLIPConfig(
-            text_config=_text(len(tok), 32),
-            vision_config=_tower(image_size=32, patch_size=8),
+            text_config=text_config(len(tok), 32),
+            vision_config=tower(image_size=32, patch_size=8),
             projection_dim=16,
         )
     )
@@ -108,8 +64,8 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     siglip = transformers.SiglipModel(
         transformers.SiglipConfig(
-            text_config=_text(len(tok), 16),
-            vision_config=_tower(image_size=32, patch_size=8),
+            text_config=text_config(len(tok), 16),
+            vision_config=tower(image_size=32, patch_size=8),
         )
     )
     siglip.save_pretrained(dirs["siglip"])
@@ -120,8 +76,8 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     owl = transformers.Owlv2ForObjectDetection(
         transformers.Owlv2Config(
-            text_config=_text(len(tok), 16),
-            vision_config=_tower(image_size=64, patch_size=16),
+            text_config=text_config(len(tok), 16),
+            vision_config=tower(image_size=64, patch_size=16),
             projection_dim=32,  # OWLv2's class head needs it equal to the text width
         )
     )
