@@ -105,6 +105,7 @@ class VLMRecipe:
     probe_weight: float = 1.0
     probe_layer: int = 2  # hidden_states index: the output of LM layer 2 of 3
     advance_at: float = 0.85
+    curriculum_share: float = 0.3  # the early stages end by this share of phase B at the latest
     probe_every: int = 0  # > 0: log held-out accuracy every so many phase-B steps
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -691,8 +692,10 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         opt.step()
         run = 0.9 * run + 0.1 * stats.get("acc", run)
         # Advance on running accuracy, or at the latest on a step deadline, so the last
-        # stage (all statement kinds, the cascade) always gets the final 40% of the steps.
-        deadline = (stage + 1) * 0.6 * recipe.phase_b_steps / (N_STAGES - 1)
+        # stage (all statement kinds, the cascade, the other questions) always gets the
+        # final 70% of the steps. With 60%, one seed sat in stage 1 until its deadline and
+        # its last stage was too short (absent colours right only 65% of the time).
+        deadline = (stage + 1) * recipe.curriculum_share * recipe.phase_b_steps / (N_STAGES - 1)
         if stage < N_STAGES - 1 and (run >= recipe.advance_at or step >= deadline):
             stage += 1
             stages.append(step)
