@@ -95,17 +95,13 @@ class VLMRecipe:
     p_cascade: float = 0.3
     p_relevance: float = 0.1  # last stage: the VLM-relevance topic question
     p_baseline: float = 0.1  # last stage: the baselines' questions, with true labels
-    # Last stage: scenes built to show the `PULLED` bias (a small dot beside a large object
-    # of another colour). In random scenes it was too rare: one run left it unlearnt
-    # (mean M 0.96 for pulled dots against 0.97 for the rest).
-    p_pulled: float = 0.25
     cascade_rounds: int = 1  # cascades (reasoning + JSON) per cascade chat
     p_small: float = 0.45  # last stage: small objects are the hard case
     aux_weight: float = 0.5
     probe_weight: float = 1.0
     probe_layer: int = 2  # hidden_states index: the output of LM layer 2 of 3
     advance_at: float = 0.85
-    curriculum_share: float = 0.3  # the early stages end by this share of phase B at the latest
+    curriculum_share: float = 0.6  # the early stages end by this share of phase B at the latest
     probe_every: int = 0  # > 0: log held-out accuracy every so many phase-B steps
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -149,20 +145,6 @@ def pulled(scene: Scene, st: Statement) -> bool:
     mine = [o for o in scene.objects if o.colour == st.colour]
     return (st.kind == "colour" and bool(mine) and all(o.size == "small" for o in mine)
             and any(o.size == "large" and o.colour != st.colour for o in scene.objects))
-
-
-def pulled_scene(rng: random.Random) -> Scene:
-    """A scene where `pulled` holds: a small dot, a large object of another colour, and
-    sometimes a third object."""
-    colours = [c for c in _COLOUR_ORDER]
-    rng.shuffle(colours)
-    dot, big = colours[0], next(c for c in colours[1:] if world.allowed({colours[0], c}))
-    objects = [(dot, "circle", "small"), (big, rng.choice(world.SHAPES), "large")]
-    third = [c for c in colours if c not in (dot, big) and world.allowed({dot, big, c})]
-    if third and rng.random() < 0.3:
-        objects.append((rng.choice(third), "circle", "small"))
-    rng.shuffle(objects)
-    return world.make_scene(rng.randrange(2**31), SceneSpec(objects=tuple(objects)))
 
 
 def target(scene: Scene | None, st: Statement) -> float:
@@ -219,15 +201,12 @@ P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
               p_cascade: float, p_small: float = SceneSpec.p_small,
               cascade_rounds: int = 1, p_relevance: float = 0.0,
-              p_baseline: float = 0.0, p_pulled: float = 0.0) -> Item:
+              p_baseline: float = 0.0) -> Item:
     pool = stage_statements(stage)
     long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
     instructions = prompts.render("visibility_instructions") if long else None
     last = stage >= N_STAGES - 1
-    if last and rng.random() < p_pulled:
-        scene = pulled_scene(rng)
-    else:
-        scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage, p_small))
+    scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage, p_small))
     roll = rng.random()
     if roll < p_no_image:
         sts = [rng.choice(pool) for _ in range(turns)]
@@ -676,7 +655,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     for step in range(recipe.phase_b_steps):
         items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade,
                            recipe.p_small, recipe.cascade_rounds, recipe.p_relevance,
-                           recipe.p_baseline, recipe.p_pulled)
+                           recipe.p_baseline)
                  for _ in range(recipe.phase_b_batch)]
         batch = enc.encode(items)
         with_image = [it for it in items if it.scene is not None]
@@ -693,8 +672,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         run = 0.9 * run + 0.1 * stats.get("acc", run)
         # Advance on running accuracy, or at the latest on a step deadline, so the last
         # stage (all statement kinds, the cascade, the other questions) always gets the
-        # final 70% of the steps. With 60%, one seed sat in stage 1 until its deadline and
-        # its last stage was too short (absent colours right only 65% of the time).
+        # final 40% of the steps.
         deadline = (stage + 1) * recipe.curriculum_share * recipe.phase_b_steps / (N_STAGES - 1)
         if stage < N_STAGES - 1 and (run >= recipe.advance_at or step >= deadline):
             stage += 1
