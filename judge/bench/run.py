@@ -433,8 +433,8 @@ class Bench:
             res.add("prefill", "  computed (not cached) / image", f"{pre.computed / n:.0f}")
             if pre.ideal is not None:
                 if pre.prefix is not None:
-                    # The image's share of it is the token geometry (256 for the toy VLM,
-                    # as Qwen2.5-VL gives a 448-px image).
+                    # The image's share of it is the token geometry (16 for the toy VLM,
+                    # 256 for Qwen2.5-VL at 448 px).
                     res.add("prefill", "  shared prefix (instructions + image) / image",
                             f"{pre.prefix:.0f}")
                 res.add("prefill", "  ideal / image (prefix once + statements)",

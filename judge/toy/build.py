@@ -249,9 +249,10 @@ def ensure_toy_models(log: Callable[[str], None] | None = None, seed: int = 0) -
 
 
 def build_report(models: ToyModels) -> dict[str, Any]:
-    """The training report saved with the models (times, accuracies, sha256 check)."""
+    """The training report saved with the models (times, accuracies), with each model's
+    sha256 checked now against the recorded ones (`check_hashes`)."""
     report: dict[str, Any] = json.loads((models.root / _DONE).read_text(encoding="utf-8"))
-    return report
+    return report | check_hashes(models.root, models.recipe_hash)
 
 
 def build_toy(out_dir: str | Path, n_images: int = 200, log: Callable[[str], None] = print,
