@@ -397,10 +397,12 @@ async def _compile_rule(
     session: _Session, rule: RuleSpec, slots: asyncio.Semaphore
 ) -> tuple[CompiledRule, RuleReport]:
     notes: list[str] = []
-    model = session.backend.model_id
     topic, topic_by = (rule.topic, HAND_WRITTEN) if rule.topic else (None, None)
     async with slots:
         text, objectiveness = await _objectify(session, rule, notes)
+        # Read after a request: a server asked for "whatever it serves" names its model
+        # in its first answer.
+        model = session.backend.model_id
         if rule.preconditions:
             chain, chain_by = list(rule.preconditions), HAND_WRITTEN
         else:
