@@ -6,12 +6,13 @@ training recipes, the source of the toy modules, the prompt templates the VLM is
 on and the library versions. Two processes that call it at once are safe: the second
 waits on a file lock and then finds the finished models.
 
-Build cost (measured 2026-11-28 on this 2-core machine, one torch thread per process): the
-VLM 17 s of phase A + 560 phase-B steps of about 1 CPU-s (575 CPU-s); CLIP 300 steps,
-150 s; OWLv2 200 steps, 130 s. The VLM trains in its own process on the second core, so
-the whole build takes about as long as the VLM alone: 571 s. On a loaded machine torch's
-two threads spin against each other: the same VLM phase A took 257 CPU-s with two
-threads, 18 with one. Two builds of the same recipe gave byte-identical VLM weights.
+Build cost (measured 2026-12-01 on a 2-core machine, one torch thread per process): the
+VLM 60 phase-A steps and 1,200 phase-B steps, about 310 CPU-s in all (the paper's short
+prompt keeps chats short); CLIP 300 steps, about 140 s; OWLv2 200 steps, about 120 s; the
+relevance threshold, a few seconds. The VLM trains in its own process on the second core,
+so the whole build takes about as long as the VLM alone: about 6 minutes. On a loaded
+machine torch's two threads spin against each other: one VLM phase A took 257 CPU-s with
+two threads, 18 with one.
 
 The same recipe must give the same bits on every x86-64 CPU: a build on an AVX-512 machine
 once gave other weights than on AVX2 machines (and missed its quality floor), because
