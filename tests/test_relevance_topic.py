@@ -20,7 +20,7 @@ from PIL import Image
 
 from judge.bench.naive import NaiveJudge
 from judge.constitution.lockfile import load_lock
-from judge.constitution.schema import CompiledRule, Lock, PreconditionSpec
+from judge.constitution.schema import CompiledRule, PreconditionSpec
 from judge.engine.topics import relevance_question, rule_topic
 from judge.evaluate.datasets import Example
 from judge.evaluate.relevance import (
@@ -32,6 +32,8 @@ from judge.evaluate.relevance import (
 from judge.models.scripted import ScriptedBackend
 from judge.resources import data_dir
 from judge.vision.relevance import VlmRelevance
+
+from tests.test_engine_decisions import make_lock as lock_of
 
 SHIPPED = ("clue", "moderation", "toy")
 
@@ -46,17 +48,6 @@ def compiled(
         text_sha256="0" * 64,
         preconditions=[PreconditionSpec.model_validate(p) for p in pres],
         **extra,  # type: ignore[arg-type]
-    )
-
-
-def lock_of(*rules: CompiledRule) -> Lock:
-    return Lock(
-        name="t",
-        source="t.yaml",
-        source_sha256="0" * 64,
-        compiler_model="none",
-        compiled_at="2026-01-01T00:00:00Z",
-        rules=list(rules),
     )
 
 
