@@ -32,7 +32,6 @@ from judge.evaluate.relevance import (
 from judge.models.scripted import ScriptedBackend
 from judge.resources import data_dir
 from judge.vision.relevance import VlmRelevance
-
 from tests.test_engine_decisions import make_lock as lock_of
 
 SHIPPED = ("clue", "moderation", "toy")
