@@ -62,3 +62,45 @@ def test_training_processes_run_pinned_avx2_kernels() -> None:
     with _pinned_env(), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         capability = pool.submit(_pinned_child).result()
     assert capability == "AVX2"
+
+
+def test_training_children_end_when_the_build_dies(tmp_path: Path) -> None:
+    """A build killed mid-run (SIGKILL) leaves no training process burning the cores."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "build.py"
+    script.write_text(
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from judge.toy.build import _exit_with_parent\n"
+        "def child():\n"
+        "    _exit_with_parent(0.2)\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(1, mp_context=get_context('spawn')) as pool:\n"
+        "        pool.submit(child)\n"
+        "        time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    stat = Path(f"/proc/{child}/stat")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            # Gone, or a zombie waiting for an init that does not reap: ended either way.
+            if stat.read_text().split(") ", 1)[1].startswith("Z"):
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the training child outlived its killed build")

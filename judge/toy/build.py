@@ -148,10 +148,27 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _exit_with_parent(poll_s: float = 2.0) -> None:
+    """End this training process when the build that started it dies (killed, say):
+    spawned workers do not notice on their own, and an orphan would go on training for
+    minutes on cores the next build needs."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _pinned_child() -> str:
     """In a training process: one torch thread; returns the CPU capability torch uses."""
     import torch
 
+    _exit_with_parent()
     # One thread: the recipes' accuracies were measured so, float reductions then happen in
     # one fixed order, and two threads on two shared cores were measured slower, spinning
     # against each other.
