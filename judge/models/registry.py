@@ -12,10 +12,10 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 
 from judge.errors import BackendError, InputError
+from judge.models._plugins import PluginRegistry
 from judge.models._secret import Secret, resolve_api_key
 from judge.models.base import Backend
 
@@ -23,9 +23,9 @@ Factory = Callable[..., Backend]
 
 ENTRY_POINT_GROUP = "judge.backends"
 
-_registry: dict[str, str | Factory] = {}
+_BACKENDS: PluginRegistry[Factory] = PluginRegistry(ENTRY_POINT_GROUP, "back end")
+_registry = _BACKENDS.targets  # the registered kinds (tests save and restore it)
 _aliases = {"server": "vllm-server", "openai": "vllm-server", "transformers": "hf"}
-_plugins_loaded = False
 
 
 def register_backend(kind: str, target: str | Factory, *, replace: bool = False) -> None:
@@ -37,25 +37,12 @@ def register_backend(kind: str, target: str | Factory, *, replace: bool = False)
             `model=`, `server=`, `api_key=` and options and returns a `Backend`.
         replace: allow replacing an existing registration.
     """
-    if kind in _registry and not replace:
-        raise ValueError(f"back end {kind!r} is already registered")
-    _registry[kind] = target
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _registry:
-            register_backend(ep.name, ep.value)
+    _BACKENDS.register(kind, target, replace=replace)
 
 
 def backend_kinds() -> list[str]:
     """The names of every registered back end."""
-    _load_plugins()
-    return sorted(_registry)
+    return _BACKENDS.names()
 
 
 def canonical_kind(kind: str) -> str:
@@ -68,19 +55,14 @@ def default_kind(server: str | None = None) -> str:
     return "vllm-server" if server or os.environ.get("JUDGE_SERVER") else "hf"
 
 
-def _resolve(target: str | Factory, kind: str) -> Factory:
-    if not isinstance(target, str):
-        return target
-    module_name, _, attr = target.partition(":")
+def _factory(kind: str) -> Factory:
     try:
-        module = importlib.import_module(module_name)
-        factory: Factory = getattr(module, attr)
+        return _BACKENDS.load(kind)
     except (ImportError, AttributeError) as exc:
         raise BackendError(
-            f"back end {kind!r} cannot be loaded from {target!r}: {exc}",
+            f"back end {kind!r} cannot be loaded from {_registry[kind]!r}: {exc}",
             hint="reinstall the package that provides it",
         ) from exc
-    return factory
 
 
 def load_backend(
@@ -106,11 +88,10 @@ def load_backend(
         InputError: unknown kind, or an option that back end does not take.
         BackendError: the back end's library is missing or the model cannot be loaded.
     """
-    _load_plugins()
     name = _aliases.get(kind, kind) if kind else default_kind(server)
-    if name not in _registry:
+    if name not in _BACKENDS:
         raise InputError(f"unknown back end {kind!r}; choose one of: {', '.join(backend_kinds())}")
-    factory = _resolve(_registry[name], name)
+    factory = _factory(name)
     kwargs: dict[str, Any] = dict(options)
     if model is not None:
         kwargs["model"] = model

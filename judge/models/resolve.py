@@ -23,16 +23,15 @@ The rules, in order:
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from judge.errors import InputError
+from judge.models._plugins import PluginRegistry
 from judge.models._secret import Secret
 from judge.models.base import Backend
 from judge.models.registry import canonical_kind, load_backend
@@ -66,8 +65,7 @@ class NamedModels:
     served_name: str | None = None
 
 
-_names: dict[str, str | Callable[[], NamedModels]] = {}
-_plugins_loaded = False
+_NAMES: PluginRegistry[Callable[[], NamedModels]] = PluginRegistry(ENTRY_POINT_GROUP, "model name")
 
 
 def register_model_name(
@@ -80,39 +78,19 @@ def register_model_name(
             either returns a `NamedModels`.
         replace: allow replacing an existing registration.
     """
-    if name in _names and not replace:
-        raise ValueError(f"model name {name!r} is already registered")
-    _names[name] = target
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _names:
-            register_model_name(ep.name, ep.value)
+    _NAMES.register(name, target, replace=replace)
 
 
 def model_names() -> list[str]:
     """Every registered model name."""
-    _load_plugins()
-    return sorted(_names)
+    return _NAMES.names()
 
 
 def named_models(name: str | None) -> NamedModels | None:
     """The models registered as `name`, or None if it is not a registered name."""
-    _load_plugins()
-    if name is None or name not in _names:
+    if name is None or name not in _NAMES:
         return None
-    target = _names[name]
-    if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module_name), attr)
-        _names[name] = target
-    assert callable(target)
-    return target()
+    return _NAMES.load(name)()
 
 
 @dataclass(frozen=True)
