@@ -62,34 +62,24 @@ def test_the_model_folder_carries_its_default_threshold(
 ) -> None:
     from judge import Judge
 
-    for name, expected in (("keeps", -1.0), ("skips", 0.99)):
-        with Judge(
-            _policy(),
+    def judge_with(folder: str, policy: Any = None) -> Any:
+        return Judge(
+            policy or _policy(),
             backend=ScriptedBackend(),
-            relevance=f"clip:{clip_dirs[name]}",
+            relevance=f"clip:{clip_dirs[folder]}",
             locator="off",
             store=tmp_path / "s.db",
-        ) as j:
+        )
+
+    for name, expected in (("keeps", -1.0), ("skips", 0.99)):
+        with judge_with(name) as j:
             assert j.thresholds.relevance == expected
             assert j.relevance_source.endswith("judge-relevance.json")
     # Without the file: the paper's 0.22, said to be unmeasured for this model.
-    with Judge(
-        _policy(),
-        backend=ScriptedBackend(),
-        relevance=f"clip:{clip_dirs['plain']}",
-        locator="off",
-        store=tmp_path / "s.db",
-    ) as j:
+    with judge_with("plain") as j:
         assert j.thresholds.relevance == 0.22 and "not measured" in j.relevance_source
     # The policy's own threshold overrides the model's.
-    policy = _policy("defaults:\n  thresholds: {relevance: 0.3}\n")
-    with Judge(
-        policy,
-        backend=ScriptedBackend(),
-        relevance=f"clip:{clip_dirs['keeps']}",
-        locator="off",
-        store=tmp_path / "s.db",
-    ) as j:
+    with judge_with("keeps", _policy("defaults:\n  thresholds: {relevance: 0.3}\n")) as j:
         assert j.thresholds.relevance == 0.3 and "policy" in j.relevance_source
 
 
