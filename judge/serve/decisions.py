@@ -1,0 +1,97 @@
+"""The service's decision log: one row per judged image in the judge Store (SQLite).
+
+Who asked (the token's name, never the token), what was judged (the image's sha256; its
+bytes only with `--log-images`), under which policy (the lock hash), what came out (the
+outcome, flagged or not and why), and how long each stage took. The Judge also writes
+its full verdict to the store's `decisions` table under the same image id
+(`<request id>/<index>`), so the two join.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+_MIGRATIONS = (
+    """
+    CREATE TABLE serve_decisions (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        token_name TEXT,
+        image_sha256 TEXT NOT NULL,
+        lock_hash TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        flagged INTEGER NOT NULL,
+        reason TEXT,
+        violated TEXT NOT NULL,
+        undecided TEXT NOT NULL,
+        timings TEXT NOT NULL,
+        image BLOB
+    );
+    CREATE INDEX serve_decisions_sha ON serve_decisions (image_sha256);
+    CREATE INDEX serve_decisions_request ON serve_decisions (request_id);
+    """,
+)
+
+
+class DecisionLog:
+    def __init__(self, store: Any, keep_images: bool = False) -> None:
+        self.store = store
+        self.keep_images = keep_images
+        store.ensure_schema("serve", _MIGRATIONS)
+
+    def record(
+        self,
+        *,
+        request_id: str,
+        image_id: str,
+        endpoint: str,
+        token_name: str | None,
+        sha256: str,
+        lock_hash: str,
+        verdict: Any,
+        flagged: bool,
+        reason: str | None,
+        timings: dict[str, float],
+        image: bytes | None = None,
+    ) -> str:
+        """Write one row (blocking: call it from a worker thread); returns its id."""
+        decision_id = uuid.uuid4().hex
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO serve_decisions (id, created_at, request_id, image_id, endpoint, "
+                "token_name, image_sha256, lock_hash, outcome, flagged, reason, violated, "
+                "undecided, timings, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    decision_id, time.time(), request_id, image_id, endpoint, token_name,
+                    sha256, lock_hash, verdict.outcome, int(flagged), reason,
+                    json.dumps(list(verdict.violated)), json.dumps(list(verdict.undecided)),
+                    json.dumps(timings, sort_keys=True),
+                    image if self.keep_images else None,
+                ),
+            )
+        return decision_id
+
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.store.query(
+            "SELECT id, created_at, request_id, image_id, endpoint, token_name, image_sha256, "
+            "lock_hash, outcome, flagged, reason, violated, undecided, timings, image IS NOT NULL "
+            "FROM serve_decisions ORDER BY created_at DESC LIMIT ?",
+            (limit,),
+        )
+        keys = ("id", "created_at", "request_id", "image_id", "endpoint", "token_name",
+                "image_sha256", "lock_hash", "outcome", "flagged", "reason", "violated",
+                "undecided", "timings", "has_image")
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row, strict=True))
+            for key in ("violated", "undecided", "timings"):
+                item[key] = json.loads(item[key])
+            item["flagged"], item["has_image"] = bool(item["flagged"]), bool(item["has_image"])
+            out.append(item)
+        return out

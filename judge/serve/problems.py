@@ -1,0 +1,54 @@
+"""The service's HTTP errors, in the OpenAI error shape so existing clients parse them.
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "input", "code": "..."}}
+
+Every refusal names its reason; none carries a traceback.
+
+    status  code                       when
+    400     text_input / bad_request   text parts, a malformed body
+    401     unauthorized               no token, or not one of ours
+    404     unknown_rule               a rule subset names a rule the policy lacks
+    413     body_too_large, image_too_large, too_many_pixels, too_many_images
+    422     bad_image, fetch_failed    an image that cannot be read or fetched
+    429     queue_full                 with Retry-After
+    503     not_ready                  no policy loaded yet (or the service is stopping)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status, a stable code and a message for the caller."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.param, self.headers = param, dict(headers or {})
+
+    @property
+    def kind(self) -> str:
+        return {
+            401: "authentication_error",
+            429: "rate_limit_error",
+            503: "service_unavailable",
+        }.get(self.status, "invalid_request_error")
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }

@@ -1,0 +1,221 @@
+"""The service's state and the judging path both endpoints share.
+
+`Service` holds what lives as long as the process: the config, the shared back end and
+store, the policy holder, admission control, metrics and the decision log. `judge_images`
+is the one way images are judged: take a slot (or 429), take the active policy (a reload
+during the request does not change it), judge every image at once with a timeout each,
+log each decision, count it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from judge.serve.admission import Admission
+from judge.serve.config import ServeConfig
+from judge.serve.decisions import DecisionLog
+from judge.serve.inputs import ImageBytes
+from judge.serve.metrics import Metrics
+from judge.serve.moderation import flag, restrict
+from judge.serve.policy import ActivePolicy, ModelOptions, PolicyHolder
+from judge.serve.problems import ApiError
+
+
+@dataclass
+class Judged:
+    """One judged image: its verdict and what the service decided about it."""
+
+    verdict: Any
+    flagged: bool
+    reason: str | None
+    decision_id: str
+    lock_hash: str
+
+
+def timed_out(image_id: str, sha256: str, rule_ids: list[str], seconds: float) -> Any:
+    """The verdict of an image whose judging ran past the timeout: every rule undecided."""
+    from judge import RuleVerdict, Verdict
+
+    reason = f"timed out after {seconds:g} s (the model is slow or unreachable)"
+    return Verdict(
+        image_id=image_id,
+        sha256=sha256,
+        outcome="undecided",
+        undecided=list(rule_ids),
+        rules=[RuleVerdict(rule_id=r, outcome="undecided", reason=reason) for r in rule_ids],
+    )
+
+
+def _cause(verdict: Any) -> str | None:
+    if verdict.outcome != "undecided":
+        return None
+    reasons = " ".join(r.reason or "" for r in verdict.rules if r.outcome == "undecided")
+    if "timed out" in reasons:
+        return "timeout"
+    if "model failure" in reasons:
+        return "model_failure"
+    return "uncertain"
+
+
+class Service:
+    def __init__(
+        self, config: ServeConfig, *, backend: Any, options: ModelOptions, store: Any
+    ) -> None:
+        self.config, self.backend, self.store = config, backend, store
+        limits = config.limits
+        self.admission = Admission(limits.max_concurrent, limits.max_queue, limits.retry_after_s)
+        self.holder = PolicyHolder(config.constitution, options, backend, store)
+        self.log = DecisionLog(store, keep_images=config.log_images)
+        self.metrics = Metrics(self._live)
+        self.started_at = time.time()
+        self.ready_cache: tuple[float, bool, list[dict[str, Any]]] | None = None
+        self.stopping = False
+
+    async def aclose(self) -> None:
+        """Close the back end and the store (the service owns both)."""
+        self.stopping = True
+        try:
+            await self.backend.aclose()
+        finally:
+            self.store.close()
+
+    def _live(self) -> dict[str, Any]:
+        active = self.holder.active
+        stats = getattr(self.backend, "stats", None)
+        return {
+            "running": self.admission.running,
+            "waiting": self.admission.waiting,
+            "stats": stats.snapshot() if stats is not None else {},
+            "lock_hash": active.lock_hash if active else None,
+            "policy_name": active.lock.name if active else "",
+        }
+
+    def policy(self) -> ActivePolicy:
+        if self.stopping or self.holder.active is None:
+            raise ApiError(503, "not_ready", "the service has no policy loaded yet, or is "
+                           "stopping; retry shortly", headers={"Retry-After": "1"})
+        return self.holder.active
+
+    async def reload(self) -> tuple[bool, str, ActivePolicy | None]:
+        changed, message, active = await self.holder.reload()
+        self.metrics.reloads.labels("accepted" if changed else "refused").inc()
+        return changed, message, active
+
+    async def judge_images(
+        self,
+        images: list[ImageBytes],
+        *,
+        endpoint: str,
+        token_name: str | None,
+        rules: list[str] | None = None,
+        ids: list[str | None] | None = None,
+        prefix: str = "req",
+    ) -> tuple[str, ActivePolicy, list[Judged]]:
+        """Judge `images` under one policy; (request id, that policy, one Judged each).
+
+        Raises:
+            ApiError: 429 (queue full), 503 (no policy), 422 (an unknown rule id, or an
+                image that could not be decoded).
+        """
+        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        async with self.admission.slot():
+            policy = self.policy()
+            if rules is not None:
+                unknown = sorted(set(rules) - set(policy.rule_ids))
+                if unknown:
+                    raise ApiError(
+                        422, "unknown_rule",
+                        f"the policy has no rule(s) {', '.join(unknown)}; its rules: "
+                        f"{', '.join(policy.rule_ids)}",
+                        param="rules",
+                    )
+            policy.in_flight += 1
+            try:
+                names = ids or [None] * len(images)
+                judged = await asyncio.gather(*(
+                    self._one(policy, request_id, index, image, names[index], endpoint,
+                              token_name, rules)
+                    for index, image in enumerate(images)
+                ))
+            finally:
+                policy.in_flight -= 1
+        broken = [
+            (i, j.verdict.error) for i, j in enumerate(judged) if j.verdict.outcome == "error"
+        ]
+        if broken:
+            raise ApiError(
+                422, "bad_image",
+                "; ".join(f"image {i}: {error}" for i, error in broken), param="input",
+            )
+        return request_id, policy, list(judged)
+
+    async def _one(
+        self,
+        policy: ActivePolicy,
+        request_id: str,
+        index: int,
+        image: ImageBytes,
+        name: str | None,
+        endpoint: str,
+        token_name: str | None,
+        rules: list[str] | None,
+    ) -> Judged:
+        image_id = name or f"{request_id}/{index}"
+        timeout = self.config.limits.request_timeout_s
+        started = time.perf_counter()
+        try:
+            verdict = await asyncio.wait_for(
+                policy.judge.ajudge((image_id, image.data)), timeout=timeout
+            )
+        except TimeoutError:
+            verdict = timed_out(image_id, image.sha256, policy.rule_ids, timeout)
+        total = time.perf_counter() - started
+        if rules is not None:
+            verdict = restrict(verdict, rules)
+        flagged, reason = flag(verdict, self.config.fail_closed)
+        timings = dict(verdict.run.timings) if verdict.run is not None else {}
+        timings["total"] = total
+        try:
+            decision_id = await asyncio.to_thread(
+                self.log.record,
+                request_id=request_id, image_id=image_id, endpoint=endpoint,
+                token_name=token_name, sha256=image.sha256, lock_hash=policy.lock_hash,
+                verdict=verdict, flagged=flagged, reason=reason, timings=timings,
+                image=image.data,
+            )
+        except Exception as error:  # a full disk must not turn a verdict into a 500
+            logging.getLogger("judge.serve").error("could not log a decision: %s", error)
+            self.metrics.rejected.labels("log_failed").inc()
+            decision_id = "unlogged"
+        self.metrics.observe_verdict(verdict, _cause(verdict))
+        return Judged(verdict, flagged, reason, decision_id, policy.lock_hash)
+
+    async def readiness(self) -> tuple[bool, list[dict[str, Any]]]:
+        """(ready, checks): a policy is loaded and the model passes the doctor's checks.
+        A pass is reused for `ready_check_s`; a failure is re-checked on the next call."""
+        now = time.monotonic()
+        if self.ready_cache and self.ready_cache[1] and now - self.ready_cache[0] < (
+            self.config.ready_check_s
+        ):
+            return self.ready_cache[1], self.ready_cache[2]
+        checks: list[dict[str, Any]] = []
+        active = self.holder.active
+        checks.append({
+            "name": "policy", "ok": active is not None,
+            "found": f"lock {active.lock_hash}" if active else "no policy loaded",
+        })
+        try:
+            rows = await asyncio.wait_for(self.backend.check(), timeout=15)
+        except TimeoutError:
+            rows = [("model", False, "the model did not answer the checks within 15 s")]
+        except Exception as error:  # a failed probe is a "not ready", never a crash
+            rows = [("model", False, f"{type(error).__name__}: {error}")]
+        checks += [{"name": n, "ok": bool(ok), "found": str(found)} for n, ok, found in rows]
+        ready = all(c["ok"] for c in checks) and not self.stopping
+        self.ready_cache = (now, ready, checks)
+        return ready, checks
