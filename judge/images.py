@@ -51,6 +51,11 @@ DEFAULT_MAX_TOTAL_PIXELS = 4 * DEFAULT_MAX_PIXELS
 # Raster formats judge opens (Pillow plugin names). Everything else is refused before any
 # Pillow plugin sees it.
 RASTER_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+# The file name endings of those formats: what a folder scan (the `judge` command, a data
+# set folder) picks up. A file is still judged by its bytes, never by its name.
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff"}
+)
 
 _WHITE = (255, 255, 255)
 

@@ -155,8 +155,6 @@ def random_case(rng: random.Random) -> dict[str, Any]:
 
 
 def _engine(case: dict[str, Any], image: Image.Image) -> tuple[dict[str, str], ScriptedBackend]:
-    from judge import prompts
-
     backend = ScriptedBackend(case["answers"], case["cascades"])
     lock: Lock = case["lock"]
     setup = Setup(
@@ -164,7 +162,7 @@ def _engine(case: dict[str, Any], image: Image.Image) -> tuple[dict[str, str], S
         rules=lock.enabled_rules(),
         thresholds=rule_thresholds(lock, Thresholds.model_validate({})),
         options=case["options"],
-        priors=PriorCache(backend, prompts.render("visibility_instructions"), None),
+        priors=PriorCache(backend, None),
         relevance=case["scorer"],
         locator=case["locator"],
         fill=_fill,

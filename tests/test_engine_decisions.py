@@ -22,15 +22,8 @@ from PIL import Image
 from judge.constitution.schema import Calibration, CompiledRule, Lock, PreconditionSpec
 from judge.engine.cascade import parse_rating
 from judge.engine.priors import PriorCache
-from judge.engine.procedure import (
-    ImageResult,
-    JudgeOptions,
-    Setup,
-    image_outcome,
-    judge_image,
-    rule_thresholds,
-)
-from judge.engine.verdict import Box, RuleVerdict
+from judge.engine.procedure import ImageResult, JudgeOptions, Setup, judge_image, rule_thresholds
+from judge.engine.verdict import Box, RuleVerdict, image_outcome
 from judge.models.base import Generation, YesNoResult
 from judge.models.scripted import ScriptedBackend, UnscriptedCall
 from judge.store import Store
@@ -111,7 +104,7 @@ def run(
         rules=lock.enabled_rules(),
         thresholds=rule_thresholds(lock, thresholds or Thresholds()),
         options=options or JudgeOptions(),
-        priors=priors or PriorCache(backend, _instructions(), store),
+        priors=priors or PriorCache(backend, store),
         relevance=relevance,
         locator=locator,
         fill=_fill,
@@ -119,12 +112,6 @@ def run(
     )
     image = Image.new("RGB", (100, 80), (200, 40, 40))
     return asyncio.run(judge_image(setup, image, key))
-
-
-def _instructions() -> str:
-    from judge import prompts
-
-    return prompts.render("visibility_instructions")
 
 
 def only(result: ImageResult, rule_id: str | None = None) -> RuleVerdict:
@@ -287,7 +274,7 @@ def test_prior_computed_once_and_stored(tmp_path: Any) -> None:
     backend = ScriptedBackend(answers(0.2, a=0.85))
     backend.script({("a", "img2"): 0.13})
     lock = make_lock(rule("r", "a"))
-    cache = PriorCache(backend, _instructions(), store)
+    cache = PriorCache(backend, store)
     run(backend, lock, priors=cache)
     second = run(backend, lock, priors=cache, key="img2")
     assert second.calls["prior"] == 0
@@ -305,7 +292,7 @@ def test_failed_prior_is_undecided_and_not_cached(tmp_path: Any) -> None:
     verdict = only(run(backend, make_lock(rule("r", "a")), store=store))
     alt = verdict.preconditions[0].alternatives[0]
     assert verdict.outcome == "undecided" and alt.stage == "error" and "boom" in (alt.error or "")
-    assert store.get_priors("scripted-model", PriorCache(backend, "", None).version, ["a"]) == {}
+    assert store.get_priors("scripted-model", PriorCache(backend, None).version, ["a"]) == {}
 
 
 def test_priors_shared_between_images_in_flight() -> None:
@@ -314,7 +301,7 @@ def test_priors_shared_between_images_in_flight() -> None:
     lock = make_lock(rule("r", "a"))
 
     async def many() -> list[ImageResult]:
-        cache = PriorCache(backend, _instructions(), None)
+        cache = PriorCache(backend, None)
         setup = Setup(
             backend=backend,
             rules=lock.rules,

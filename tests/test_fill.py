@@ -68,7 +68,7 @@ def test_the_options_fill_removes_the_box(method: str) -> None:
         rules=lock.enabled_rules(),
         thresholds=rule_thresholds(lock, Thresholds()),
         options=options,
-        priors=PriorCache(backend, "", None),
+        priors=PriorCache(backend, None),
         locator=FakeLocator({"knife": BOX}),
     )
     image = _image()

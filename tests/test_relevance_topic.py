@@ -21,7 +21,6 @@ from PIL import Image
 from judge.bench.naive import NaiveJudge
 from judge.constitution.lockfile import load_lock
 from judge.constitution.schema import CompiledRule, PreconditionSpec
-from judge.engine.topics import relevance_question, rule_topic
 from judge.evaluate.datasets import Example
 from judge.evaluate.relevance import (
     RelevancePair,
@@ -30,8 +29,8 @@ from judge.evaluate.relevance import (
     score_relevance,
 )
 from judge.models.scripted import ScriptedBackend
+from judge.queries import relevance_query, relevance_question, rule_topic
 from judge.resources import data_dir
-from judge.vision.relevance import VlmRelevance
 from tests.test_engine_decisions import make_lock as lock_of
 
 SHIPPED = ("clue", "moderation", "toy")
@@ -133,7 +132,8 @@ def test_vlm_relevance_scorer_asks_each_rule_by_topic() -> None:
         {("topic: a syringe or needle", "k"): 0.9, ("topic: flames or burns", "k"): 0.2}
     )
     image = Image.new("RGB", (32, 32), "white")
-    scores = asyncio.run(VlmRelevance().score_rules(backend, image, rules, image_key="k"))
+    asked = [relevance_query(rule, image, "k") for rule in rules]
+    scores = [result.m for result in asyncio.run(backend.yes_no(asked))]
     assert scores == [pytest.approx(0.9), pytest.approx(0.2)]
 
 

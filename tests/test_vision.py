@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from judge.engine.verdict import Box
 from judge.errors import InputError
 from judge.images import load_image
 from judge.models.scripted import ScriptedBackend
+from judge.queries import relevance_query
 from judge.vision import (
     ClipRelevance,
     Owlv2Locator,
-    VlmRelevance,
     box_area_share,
     crop_box,
     fill_box,
     make_relevance,
     mean_colour,
 )
+from judge.vision.box import Box
 from judge.vision.locator import best_boxes, to_pixel_boxes
 from tests._tiny_clip import text_config, tokenizer, tower
 
@@ -195,23 +195,24 @@ def test_wrong_kind_is_refused(tiny_dirs: dict[str, Path]) -> None:
 
 def test_make_relevance_specs(tiny_dirs: dict[str, Path]) -> None:
     assert make_relevance("off") is None
-    assert isinstance(make_relevance("vlm"), VlmRelevance)
+    assert make_relevance("vlm") == "vlm"  # the engine asks the judge model itself
     scorer = make_relevance(f"siglip:{tiny_dirs['siglip']}")
     assert isinstance(scorer, ClipRelevance) and scorer.kind == "siglip"
 
 
 def test_vlm_relevance_queries_share_the_prefix() -> None:
-    vlm = VlmRelevance()
+    from tests.test_relevance_topic import compiled
+
     image = _scene((16, 16), (0, 0, 4, 4))
-    queries = vlm.queries(image, ["a knife", "blood"], image_key="img1")
-    assert len(queries) == 2
+    pairs = (("k", "a knife"), ("b", "blood"))
+    rules = [compiled(name, topic, topic=topic) for name, topic in pairs]
+    queries = [relevance_query(rule, image, "img1") for rule in rules]
     assert queries[0].instructions == queries[1].instructions != ""
     assert all(q.image is image and q.image_key == "img1" for q in queries)
     assert queries[0].question.endswith("Topic: a knife")
-    assert vlm.prompt_versions.keys() == {"visibility_instructions", "relevance_question"}
     backend = ScriptedBackend({("topic: a knife", "img1"): 0.9, ("topic: blood", "img1"): None})
-    scores = asyncio.run(vlm.score(backend, image, ["a knife", "blood"], image_key="img1"))
-    assert scores[0] == pytest.approx(0.9) and scores[1] is None
+    results = asyncio.run(backend.yes_no(queries))
+    assert results[0].m == pytest.approx(0.9) and results[1].m is None
     assert backend.batches == 1  # one request for all rules of the image
 
 

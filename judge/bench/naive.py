@@ -27,24 +27,22 @@ from typing import Any
 
 from PIL import Image
 
-from judge import prompts
+from judge import queries
 from judge.constitution.schema import CompiledRule, Lock, PreconditionSpec
 from judge.engine.cascade import CascadeItem, run_cascade
-from judge.engine.procedure import (
-    JudgeOptions,
-    Locator,
-    Relevance,
-    make_fill,
+from judge.engine.procedure import JudgeOptions, Locator, Relevance, make_fill, rule_thresholds
+from judge.engine.verdict import (
+    PreconditionEvidence,
+    RuleVerdict,
+    Verdict,
     make_verdict,
     model_failure,
-    rule_thresholds,
     unreadable,
 )
-from judge.engine.topics import relevance_question, rule_topic
-from judge.engine.verdict import Box, PreconditionEvidence, RuleVerdict, Verdict
 from judge.errors import BackendError, ImageError, InputError
-from judge.models.base import Backend, YesNoQuery, YesNoResult
+from judge.models.base import Backend, YesNoResult
 from judge.thresholds import Thresholds
+from judge.vision.box import Box
 
 ImageSource = str | Path | bytes | Image.Image
 
@@ -108,13 +106,12 @@ class NaiveJudge:
         self.relevance = relevance if self.options.relevance else None
         self.locator = locator if self.options.center else None
         self.fill, self.crop = fill or make_fill(self.options.fill), crop
-        self.instructions = prompts.render("visibility_instructions")
 
     @classmethod
     def like(cls, engine: Any, backend: Backend) -> NaiveJudge:
         """A naive judge with the same lock, thresholds, options, relevance scorer and
         locator as an engine `Judge`, asking `backend`."""
-        setup = engine._get_setup()  # the engine's resolved parts, so both judge alike
+        setup = engine.setup  # the engine's resolved parts, so both judge alike
         judge = cls(
             engine.lock,
             backend,
@@ -127,7 +124,6 @@ class NaiveJudge:
         )
         judge.thresholds = dict(setup.thresholds)
         judge.rules = list(setup.rules)
-        judge.instructions = setup.instructions
         return judge
 
     # ---- one image ---------------------------------------------------------------------
@@ -209,12 +205,7 @@ class NaiveJudge:
             return out
         if self.relevance == "vlm":
             for rule in self.rules:
-                query = YesNoQuery(
-                    instructions=self.instructions,
-                    question=relevance_question(rule_topic(rule)),
-                    image=work.pixels,
-                    image_key=work.key,
-                )
+                query = queries.relevance_query(rule, work.pixels, work.key)
                 work.calls["relevance"] += 1
                 m = (await self.backend.yes_no([query]))[0].m
                 # A failed answer keeps the rule, as in the engine.
@@ -275,12 +266,10 @@ class NaiveJudge:
     async def _ask(
         self, work: _Image, kind: str, statement: str, view: _View | None
     ) -> YesNoResult:
-        query = YesNoQuery(
-            instructions=self.instructions,
-            question=prompts.render("visibility_question", statement=statement),
-            image=None if view is None else view.image,
-            image_key=None if view is None else view.key,
-        )
+        if view is None:
+            query = queries.visibility_query(statement)
+        else:
+            query = queries.visibility_query(statement, view.image, view.key)
         work.calls[kind] += 1
         return (await self.backend.yes_no([query]))[0]
 
@@ -378,7 +367,7 @@ class NaiveJudge:
                 why.append(f"{statement!r}: uncertain, and the cascade is off")
                 continue
             item = CascadeItem(statement, views[statement].image, views[statement].key)
-            result_c = (await run_cascade(self.backend, self.instructions, [item]))[0]
+            result_c = (await run_cascade(self.backend, [item]))[0]
             work.calls["cascade"] += 1
             work.calls["generate"] += result_c.generations
             if result_c.rating is None:

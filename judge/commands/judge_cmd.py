@@ -31,17 +31,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from judge.commands.app import app
+from judge.commands.display import LEGEND, display_names, explain_trees, summary_table
 from judge.engine.judge import Judge
-from judge.engine.procedure import JudgeOptions, unreadable
-from judge.engine.verdict import RuleVerdict, Verdict
+from judge.engine.procedure import JudgeOptions
+from judge.engine.verdict import Verdict, unreadable
 from judge.errors import ImageError, InputError
+from judge.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif"}
-)
 _GLOB_CHARS = set("*?[")
 _SNIFF_BYTES = 64
 
@@ -162,109 +161,6 @@ def exit_code(verdicts: Iterable[Verdict]) -> int:
         if outcome in outcomes:
             return code
     return 0
-
-
-_STYLE = {"safe": "green", "unsafe": "bold red", "undecided": "yellow", "error": "magenta"}
-
-
-def _thresholds(rules: Iterable[RuleVerdict]) -> str:
-    """The relevance thresholds used, as "0.220" or "0.200-0.250"."""
-    values = sorted({r.relevance_threshold for r in rules if r.relevance_threshold is not None})
-    if not values:
-        return "-"
-    return f"{values[0]:.3f}" if len(values) == 1 else f"{values[0]:.3f}-{values[-1]:.3f}"
-
-
-def _irrelevant_cell(verdict: Verdict) -> str:
-    """How many rules the relevance scan skipped for this image, and below which threshold."""
-    scanned = [r for r in verdict.rules if r.relevance_threshold is not None]
-    if not scanned:
-        return ""
-    skipped = [r for r in scanned if r.outcome == "irrelevant"]
-    return f"{len(skipped)} of {len(scanned)} (<= {_thresholds(scanned)})"
-
-
-def _summary_table(verdicts: Sequence[Verdict]) -> Table:
-    table = Table(title=None, show_lines=False)
-    scanned = any(r.relevance_threshold is not None for v in verdicts for r in v.rules)
-    columns = ["image", "verdict", "violated", "undecided / error"]
-    if scanned:
-        columns.append("skipped as irrelevant")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for v in verdicts:
-        style = _STYLE.get(v.outcome, "")
-        other = v.error or ", ".join(v.undecided)
-        row = [v.image_id, f"[{style}]{v.outcome}[/]", ", ".join(v.violated), other]
-        if scanned:
-            row.append(_irrelevant_cell(v))
-        table.add_row(*row)
-    return table
-
-
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
-
-
-def _evidence_table(verdict: Verdict) -> Table:
-    """One row per alternative: M(x,c) - M(None,c) = d against the band [a1, a2], the
-    masked score against beta, the box, and the rationale or the reason it is undecided."""
-    table = Table(title=f"{verdict.image_id}: {verdict.outcome}", title_justify="left")
-    for column in ("rule", "pre", "statement", "result"):
-        table.add_column(column, overflow="fold")
-    table.add_column("M - prior = d", no_wrap=True)
-    table.add_column("[a1, a2]", no_wrap=True)
-    table.add_column("masked", no_wrap=True)
-    table.add_column("box", overflow="fold")
-    table.add_column("rationale / reason", overflow="fold", ratio=2)
-    for rule in verdict.rules:
-        relevance = _relevance_line(rule)
-        head = f"{rule.rule_id}\n{rule.outcome}{relevance}"
-        if not rule.preconditions:
-            table.add_row(head, "", "", "", "", "", "", "", rule.reason or "")
-            continue
-        for pre in rule.preconditions:
-            for alt in pre.alternatives:
-                box = ""
-                if alt.box is not None:
-                    box = f"{alt.box.label} {alt.box.confidence:.2f}"
-                    box += " (crop)" if alt.cropped else ""
-                score = f"{_fmt(alt.m)} - {_fmt(alt.prior)} = {_fmt(alt.d, True)}"
-                band = f"[{_fmt(alt.a1, True)}, {_fmt(alt.a2, True)}]"
-                masked = "" if alt.masked_m is None else f"{alt.masked_m:.3f} (β {alt.beta})"
-                mark = "*" if rule.decisive_precondition == pre.index else ""
-                result = f"[{_alt_style(alt.outcome)}]{alt.outcome}[/]\n{alt.stage}"
-                table.add_row(
-                    head,
-                    f"{pre.index + 1}{mark} {pre.outcome}",
-                    alt.statement,
-                    result,
-                    score,
-                    band,
-                    masked,
-                    box,
-                    alt.rationale or alt.error or "",
-                )
-                head = ""
-        table.add_section()
-    return table
-
-
-def _relevance_line(rule: RuleVerdict) -> str:
-    """The rule's relevance score against its threshold: why it was judged or skipped."""
-    if rule.relevance is None:
-        return ""
-    if rule.relevance_threshold is None:
-        return f"\nrelevance {rule.relevance:.3f}"
-    if rule.relevance > rule.relevance_threshold:
-        return f"\nrelevance {rule.relevance:.3f} > {rule.relevance_threshold:.3f}"
-    return f"\nrelevance {rule.relevance:.3f} <= {rule.relevance_threshold:.3f}: skipped"
-
-
-def _alt_style(outcome: str) -> str:
-    return {"met": "red", "not_met": "green", "undecided": "yellow"}.get(outcome, "dim")
 
 
 # ---- the command ---------------------------------------------------------------------------
@@ -529,10 +425,12 @@ def _print(
         typer.echo(json.dumps(document, indent=2))
         return
     out = Console(highlight=False, soft_wrap=False)
-    if not out.is_terminal:
-        out.width = max(out.width, 160)  # files and pipes: room for the evidence columns
-    out.print(_summary_table(verdicts))
+    # A terminal says its width; a pipe or file takes COLUMNS (rich reads it), else 80.
+    names = display_names([v.image_id for v in verdicts], max(20, out.width // 2))
+    if verdicts:
+        out.print(summary_table(verdicts, out.width))
     if explain:
-        for verdict in verdicts:
-            out.print(_evidence_table(verdict))
-    out.print(summary_line(summary, skipped))
+        for tree in explain_trees(verdicts, names):
+            out.print(tree)
+        out.print(f"[dim]{escape(LEGEND)}[/]")
+    out.print(escape(summary_line(summary, skipped)))

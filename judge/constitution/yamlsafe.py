@@ -15,10 +15,13 @@ their own error type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from judge.errors import InputError
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -228,3 +231,29 @@ def load(data: bytes, *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_NODES)
         return located
     located.value = _Walker(located, max_nodes).walk(node, ())
     return located
+
+
+def read_file(
+    path: str | Path, *, what: str, error: type[InputError] = InputError
+) -> Any:
+    """The plain values of the YAML (or JSON) file at `path`, read as `load` reads a
+    constitution: every YAML file judge takes in (thresholds, category maps) comes
+    through here, so none is parsed with less care than a policy.
+
+    Args:
+        what: the kind of file, for messages ("thresholds file").
+        error: the InputError subclass to raise (DatasetError for data set files).
+
+    Raises:
+        `error`, naming the file and, where the problem has one, its line and column.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as problem:
+        raise error(f"cannot read {what} {path}: {problem.strerror or problem}") from None
+    try:
+        return load(data).value
+    except YamlProblem as problem:
+        where = f"{path}:{problem.line}:{problem.column}" if problem.line else str(path)
+        raise error(f"{where}: {what}: {problem.message}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from judge.engine.judge import ImageInput, Judge, load_thresholds
-from judge.engine.procedure import JudgeOptions, image_outcome
+from judge.engine.procedure import JudgeOptions
 from judge.engine.verdict import (
     AlternativeEvidence,
     Box,
@@ -11,6 +11,7 @@ from judge.engine.verdict import (
     RuleVerdict,
     RunInfo,
     Verdict,
+    image_outcome,
 )
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from judge import prompts
+from judge import prompts, queries
 from judge.models.base import Backend, Generation, Message
 
 REASON_TOKENS = 256
@@ -90,12 +90,12 @@ def parse_rating(text: str) -> tuple[bool, str] | None:
     return None
 
 
-def _first_turn(instructions: str, item: CascadeItem) -> Message:
+def _first_turn(item: CascadeItem) -> Message:
     # Same [instructions][image][question] order as the Yes/No queries: the back end's
     # prefix cache then reuses the image's tokens.
     item.image.info["judge_key"] = item.image_key
     return Message.user(
-        instructions, item.image, prompts.render("reason", statement=item.statement)
+        queries.instructions(), item.image, prompts.render("reason", statement=item.statement)
     )
 
 
@@ -114,13 +114,11 @@ async def _generate_with_retry(
     return results, calls
 
 
-async def run_cascade(
-    backend: Backend, instructions: str, items: Sequence[CascadeItem]
-) -> list[CascadeResult]:
+async def run_cascade(backend: Backend, items: Sequence[CascadeItem]) -> list[CascadeResult]:
     """Reason about each item and read its rating; one batch per turn for all items."""
     if not items:
         return []
-    chats = [[_first_turn(instructions, item)] for item in items]
+    chats = [[_first_turn(item)] for item in items]
     reasons, calls = await _generate_with_retry(backend, chats, REASON_TOKENS, None)
     results: list[CascadeResult | None] = [None] * len(items)
     summary_chats: dict[int, list[Message]] = {}

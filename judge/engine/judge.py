@@ -33,7 +33,6 @@ from typing import Any, TypeVar
 import pydantic
 from PIL import Image
 
-from judge import prompts
 from judge.constitution.schema import Lock
 from judge.engine.priors import PriorCache
 from judge.engine.procedure import (
@@ -42,12 +41,9 @@ from judge.engine.procedure import (
     Relevance,
     Setup,
     judge_image,
-    make_verdict,
-    model_failure,
     rule_thresholds,
-    unreadable,
 )
-from judge.engine.verdict import Verdict
+from judge.engine.verdict import Verdict, make_verdict, model_failure, unreadable
 from judge.errors import BackendError, ImageError, InputError, ReviewError
 from judge.models.base import Backend
 from judge.models.resolve import ModelChoice, check_available, named_models, resolve_model
@@ -58,7 +54,6 @@ ImageSource = str | Path | bytes | Image.Image
 ImageInput = ImageSource | tuple[str, ImageSource]
 ThresholdsInput = Thresholds | ThresholdOverrides | dict[str, Any] | str | Path | None
 
-DEFAULT_LOCATOR = "google/owlv2-base-patch16-ensemble"
 T = TypeVar("T")
 
 
@@ -73,13 +68,10 @@ def load_thresholds(value: ThresholdsInput, base: Thresholds | None = None) -> T
     if isinstance(value, Thresholds):
         return value
     if isinstance(value, (str, Path)):
-        import yaml
+        from judge.constitution.yamlsafe import read_file
 
         path = Path(value)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-            raise InputError(f"cannot read thresholds file {path}: {error}") from error
+        data = read_file(path, what="thresholds file")
         if isinstance(data, dict) and isinstance(data.get("thresholds"), dict):
             data = data["thresholds"]
         if not isinstance(data, dict):
@@ -201,12 +193,7 @@ class Judge:
             return None
         if spec == "vlm":
             return "vlm"
-        from judge.vision.relevance import (
-            DEFAULT_CLIP,
-            DEFAULT_SIGLIP,
-            VlmRelevance,
-            make_relevance,
-        )
+        from judge.vision.relevance import DEFAULT_CLIP, DEFAULT_SIGLIP, make_relevance
 
         spec = spec or choice.default_relevance() or "clip"
         # Check the model is here (or reachable) first: a hub id that cannot be reached
@@ -216,15 +203,15 @@ class Judge:
         where = rest if sep and kind in defaults else defaults.get(spec, spec)
         option = f"--relevance {kind if kind in defaults else 'clip'}:/path/to/model"
         check_available(where, what="relevance model", option=option)
-        scorer = make_relevance(spec)
-        return "vlm" if isinstance(scorer, VlmRelevance) else scorer
+        return make_relevance(spec)
 
     def _make_locator(self, spec: str | None, choice: ModelChoice) -> Locator | None:
         if spec == "off" or not self.options.center:
             return None
-        spec = spec or choice.default_locator() or DEFAULT_LOCATOR
+        from judge.vision.locator import DEFAULT_OWLV2, Owlv2Locator
+
+        spec = spec or choice.default_locator() or DEFAULT_OWLV2
         check_available(spec, what="locator model", option="--locator /path/to/owlv2")
-        from judge.vision.locator import Owlv2Locator
 
         return Owlv2Locator(spec)
 
@@ -251,19 +238,21 @@ class Judge:
             source = "this run's thresholds"
         return merged, source
 
-    def _get_setup(self) -> Setup:
+    @property
+    def setup(self) -> Setup:
+        """The parts every image is judged with, resolved once: the rules, their merged
+        thresholds, the options, the prior cache, the relevance scorer, the locator, the
+        fill and the crop (also what `judge.bench.naive` copies to judge alike)."""
         if self._setup is None:
-            instructions = prompts.render("visibility_instructions")
             lock = self._lock_obj
             self._setup = Setup(
                 backend=self._backend,
                 rules=lock.enabled_rules(),
                 thresholds=rule_thresholds(lock, self.thresholds),
                 options=self.options,
-                priors=PriorCache(self._backend, instructions, self.store),
+                priors=PriorCache(self._backend, self.store),
                 relevance=self._relevance,
                 locator=self._locator,
-                instructions=instructions,
             )
         return self._setup
 
@@ -321,7 +310,7 @@ class Judge:
     async def _judge_frame(self, item: tuple[Any, Image.Image], load_s: float) -> Verdict:
         loaded, pixels = item
         key = loaded.sha256[:16] + (f"@{loaded.frame}" if loaded.frame is not None else "")
-        setup = self._get_setup()
+        setup = self.setup
         try:
             result = await judge_image(setup, pixels, key)
         except BackendError as error:

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from judge import prompts
-from judge.models.base import Backend, YesNoQuery
+from judge import queries
+from judge.models.base import Backend
 from judge.store import Store
 
 
@@ -25,16 +25,15 @@ class Prior:
 
 def prompt_version() -> str:
     """The prompt versions a prior depends on, as stored with it."""
-    v = prompts.versions("visibility_instructions", "visibility_question")
+    v = queries.visibility_versions()
     return "+".join(f"{name}@{number}" for name, number in sorted(v.items()))
 
 
 class PriorCache:
     """M(None, c) for statements, from memory, the store, or one batched model call."""
 
-    def __init__(self, backend: Backend, instructions: str, store: Store | None) -> None:
+    def __init__(self, backend: Backend, store: Store | None) -> None:
         self.backend = backend
-        self.instructions = instructions
         self.store = store
         self.version = prompt_version()
         self._known: dict[str, float] = {}
@@ -70,16 +69,8 @@ class PriorCache:
         return out, len(missing)
 
     async def _ask(self, statements: list[str], futures: dict[str, asyncio.Future[Prior]]) -> None:
-        queries = [
-            YesNoQuery(
-                instructions=self.instructions,
-                question=prompts.render("visibility_question", statement=s),
-                image=None,
-            )
-            for s in statements
-        ]
         try:
-            results = await self.backend.yes_no(queries)
+            results = await self.backend.yes_no([queries.visibility_query(s) for s in statements])
         except BaseException as error:
             for future in futures.values():
                 if not future.done():

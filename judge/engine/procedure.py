@@ -33,39 +33,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from PIL import Image
 
-from judge import prompts
+from judge import queries
 from judge.constitution.schema import CompiledRule, Lock, PreconditionSpec
 from judge.engine.cascade import CascadeItem, CascadeResult, run_cascade
 from judge.engine.priors import Prior, PriorCache
-from judge.engine.topics import relevance_question, rule_topic
-from judge.engine.verdict import (
-    AlternativeEvidence,
-    Box,
-    PreconditionEvidence,
-    RuleVerdict,
-    RunInfo,
-    Verdict,
-)
+from judge.engine.verdict import AlternativeEvidence, PreconditionEvidence, RuleVerdict
 from judge.models.base import Backend, YesNoQuery, YesNoResult
 from judge.thresholds import Thresholds
+from judge.vision.box import Box
 
 if TYPE_CHECKING:
     from judge.vision.masking import FillMethod
-
-# The prompts whose versions a verdict records.
-PROMPTS: tuple[str, ...] = (
-    "visibility_instructions",
-    "visibility_question",
-    "relevance_question",
-    "reason",
-    "summarise",
-)
-
 
 @dataclass(frozen=True)
 class JudgeOptions:
@@ -159,7 +141,6 @@ class Setup:
     locator: Locator | None = None
     fill: Callable[[Image.Image, Box], Image.Image] = _default_fill
     crop: Callable[[Image.Image, Box], Image.Image] = _default_crop
-    instructions: str = field(default_factory=lambda: prompts.render("visibility_instructions"))
     # One vision-encoder forward pass at a time: on a few CPU cores, parallel passes only
     # thrash, and images in flight still overlap their model calls.
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -256,14 +237,6 @@ class _Run:
     def _rule_text(self, rule: CompiledRule) -> str:
         return rule.text if self.s.options.objectified else rule.source_text
 
-    def _query(self, statement: str, image: Image.Image | None, key: str | None) -> YesNoQuery:
-        return YesNoQuery(
-            instructions=self.s.instructions,
-            question=prompts.render("visibility_question", statement=statement),
-            image=image,
-            image_key=key,
-        )
-
     def _timed(self, name: str, started: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
 
@@ -278,17 +251,9 @@ class _Run:
         started = time.perf_counter()
         if scorer == "vlm":
             # The served model is asked about each rule's topic, not its text.
-            queries = [
-                YesNoQuery(
-                    instructions=self.s.instructions,
-                    question=relevance_question(rule_topic(rule)),
-                    image=self.image,
-                    image_key=self.key,
-                )
-                for rule in rules
-            ]
-            self.calls["relevance"] += len(queries)
-            results = await self.s.backend.yes_no(queries)
+            asked = [queries.relevance_query(rule, self.image, self.key) for rule in rules]
+            self.calls["relevance"] += len(asked)
+            results = await self.s.backend.yes_no(asked)
             for i, (rule, result) in enumerate(zip(rules, results, strict=True)):
                 scores[i] = result.m
                 # A failed answer keeps the rule: skipping it could only hide a violation.
@@ -378,17 +343,17 @@ class _Run:
                     assert alt.view is not None
                     wanted.setdefault((alt.statement, alt.view.key), (alt.statement, alt.view))
         keys = list(wanted)
-        queries = [self._query(s, v.image, v.key) for s, v in wanted.values()]
+        batch = [queries.visibility_query(s, v.image, v.key) for s, v in wanted.values()]
         statements = list(dict.fromkeys(s for s, _ in keys))
         started = time.perf_counter()
-        self.calls["first_pass"] += len(queries)
+        self.calls["first_pass"] += len(batch)
         if self.s.options.debias:
             answers, (priors, asked) = await asyncio.gather(
-                self.s.backend.yes_no(queries), self.s.priors.get(statements)
+                self.s.backend.yes_no(batch), self.s.priors.get(statements)
             )
             self.calls["prior"] += asked
         else:
-            answers = await self.s.backend.yes_no(queries)
+            answers = await self.s.backend.yes_no(batch)
             priors = {s: Prior(0.5) for s in statements}
         self._timed("first_pass", started)
         self.first.update(zip(keys, answers, strict=True))
@@ -497,7 +462,8 @@ class _Run:
             assert alt.view is not None
             image, key = await asyncio.to_thread(self._masked_view, alt.view)
             if (alt.statement, key) not in self.masked:
-                wanted.setdefault((alt.statement, key), self._query(alt.statement, image, key))
+                query = queries.visibility_query(alt.statement, image, key)
+                wanted.setdefault((alt.statement, key), query)
         if wanted:
             self.calls["masked"] += len(wanted)
             answers = await self.s.backend.yes_no(list(wanted.values()))
@@ -536,7 +502,7 @@ class _Run:
             if key not in self.cascaded:
                 wanted.setdefault(key, CascadeItem(alt.statement, alt.view.image, alt.view.key))
         if wanted:
-            results = await run_cascade(self.s.backend, self.s.instructions, list(wanted.values()))
+            results = await run_cascade(self.s.backend, list(wanted.values()))
             self.calls["cascade"] += len(results)
             self.calls["generate"] += sum(r.generations for r in results)
             self.cascaded.update(zip(wanted, results, strict=True))
@@ -636,63 +602,3 @@ async def judge_image(setup: Setup, image: Image.Image, key: str) -> ImageResult
     run = _Run(setup, image, key)
     rules = await run.run()
     return ImageResult(rules, run.calls, run.timings)
-
-
-def image_outcome(rules: Sequence[RuleVerdict]) -> tuple[str, list[str], list[str]]:
-    """(outcome, violated ids, undecided ids): unsafe iff a rule is violated; safe only if
-    every judged rule is not violated; otherwise undecided."""
-    violated = [r.rule_id for r in rules if r.outcome == "violated"]
-    undecided = [r.rule_id for r in rules if r.outcome == "undecided"]
-    if violated:
-        return "unsafe", violated, undecided
-    if undecided or any(r.outcome == "skipped" for r in rules):
-        return "undecided", violated, undecided
-    return "safe", violated, undecided
-
-
-def model_failure(rules: Sequence[CompiledRule], error: Exception) -> list[RuleVerdict]:
-    """Every rule undecided, because the back end failed as a whole."""
-    return [
-        RuleVerdict(rule_id=r.id, outcome="undecided", reason=f"model failure: {error}")
-        for r in rules
-    ]
-
-
-def unreadable(image_id: str | None, source: object, error: Exception) -> Verdict:
-    """The verdict for an image that could not be read: outcome "error", never "safe"."""
-    shown = image_id or (str(source) if isinstance(source, (str, Path)) else "<image>")
-    return Verdict(image_id=shown, outcome="error", error=str(error))
-
-
-def make_verdict(
-    loaded: Any,
-    rules: list[RuleVerdict],
-    *,
-    backend: Backend,
-    lock: Lock,
-    calls: Mapping[str, int],
-    timings: Mapping[str, float],
-    frame: int | None = None,
-    fill: str | None = None,
-) -> Verdict:
-    """The image's verdict from its rule verdicts (`loaded`: a judge.images.LoadedImage;
-    `fill`: the region-removal fill the run used, if any)."""
-    outcome, violated, undecided = image_outcome(rules)
-    return Verdict(
-        image_id=loaded.image_id,
-        sha256=loaded.sha256,
-        outcome=outcome,  # type: ignore[arg-type]
-        violated=violated,
-        undecided=undecided,
-        rules=rules,
-        frame=frame,
-        run=RunInfo(
-            model_id=backend.model_id,
-            backend=backend.kind,
-            lock_hash=lock.lock_hash(),
-            prompt_versions=prompts.versions(*PROMPTS),
-            timings={k: round(v, 6) for k, v in timings.items()},
-            calls=dict(calls),
-            fill=fill,
-        ),
-    )

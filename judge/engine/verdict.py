@@ -1,10 +1,30 @@
-"""Verdicts: what judge decided for an image, with the evidence, as stable JSON."""
+"""Verdicts: what judge decided for an image, with the evidence, as stable JSON, and the
+functions that build them (every path to a verdict, the engine's and the naive
+benchmark's alike, goes through these)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from judge import prompts
+from judge.vision.box import Box as Box  # re-exported: verdicts carry boxes
+
+if TYPE_CHECKING:
+    from judge.constitution.schema import CompiledRule, Lock
+    from judge.models.base import Backend
+
+# The prompts whose versions a verdict records.
+PROMPTS: tuple[str, ...] = (
+    "visibility_instructions",
+    "visibility_question",
+    "relevance_question",
+    "reason",
+    "summarise",
+)
 
 ImageOutcome = Literal["safe", "unsafe", "undecided", "error"]
 # "skipped": not judged because the image was already decided (JudgeOptions.first_violation).
@@ -16,20 +36,6 @@ Stage = Literal["prior", "center", "cascade", "no_cascade", "error", "skipped"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Box(_Frozen):
-    """A box in the pixel coordinates of the image as the model sees it."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    confidence: float
-    label: str
-
-    def area(self) -> float:
-        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
 
 
 class AlternativeEvidence(_Frozen):
@@ -90,3 +96,66 @@ class Verdict(_Frozen):
     needs_review: list[str] = Field(default_factory=list)
     frame: int | None = None  # for animated images: which frame
     run: RunInfo | None = None
+
+
+# ---- building verdicts -------------------------------------------------------------------
+
+
+def image_outcome(rules: Sequence[RuleVerdict]) -> tuple[ImageOutcome, list[str], list[str]]:
+    """(outcome, violated ids, undecided ids): unsafe iff a rule is violated; safe only if
+    every judged rule is not violated; otherwise undecided."""
+    violated = [r.rule_id for r in rules if r.outcome == "violated"]
+    undecided = [r.rule_id for r in rules if r.outcome == "undecided"]
+    if violated:
+        return "unsafe", violated, undecided
+    if undecided or any(r.outcome == "skipped" for r in rules):
+        return "undecided", violated, undecided
+    return "safe", violated, undecided
+
+
+def model_failure(rules: Sequence[CompiledRule], error: Exception) -> list[RuleVerdict]:
+    """Every rule undecided, because the back end failed as a whole."""
+    return [
+        RuleVerdict(rule_id=r.id, outcome="undecided", reason=f"model failure: {error}")
+        for r in rules
+    ]
+
+
+def unreadable(image_id: str | None, source: object, error: Exception) -> Verdict:
+    """The verdict for an image that could not be read: outcome "error", never "safe"."""
+    shown = image_id or (str(source) if isinstance(source, (str, Path)) else "<image>")
+    return Verdict(image_id=shown, outcome="error", error=str(error))
+
+
+def make_verdict(
+    loaded: Any,
+    rules: list[RuleVerdict],
+    *,
+    backend: Backend,
+    lock: Lock,
+    calls: Mapping[str, int],
+    timings: Mapping[str, float],
+    frame: int | None = None,
+    fill: str | None = None,
+) -> Verdict:
+    """The image's verdict from its rule verdicts (`loaded`: a judge.images.LoadedImage;
+    `fill`: the region-removal fill the run used, if any)."""
+    outcome, violated, undecided = image_outcome(rules)
+    return Verdict(
+        image_id=loaded.image_id,
+        sha256=loaded.sha256,
+        outcome=outcome,
+        violated=violated,
+        undecided=undecided,
+        rules=rules,
+        frame=frame,
+        run=RunInfo(
+            model_id=backend.model_id,
+            backend=backend.kind,
+            lock_hash=lock.lock_hash(),
+            prompt_versions=prompts.versions(*PROMPTS),
+            timings={k: round(v, 6) for k, v in timings.items()},
+            calls=dict(calls),
+            fill=fill,
+        ),
+    )

@@ -42,14 +42,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from judge.errors import DatasetError
+from judge.images import IMAGE_SUFFIXES
 
 Label = Literal["safe", "unsafe"]
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif"}
-)
 _IMAGE_KEYS = ("image", "path", "file")
 _LABEL_KEYS = ("label", "safety_label")
 _RULE_KEYS = ("rules", "violated")
@@ -109,13 +105,10 @@ class CategoryMapping:
 
     @classmethod
     def load(cls, path: str | Path) -> CategoryMapping:
+        from judge.constitution.yamlsafe import read_file
+
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise DatasetError(f"{path.name}: cannot read the mapping file: {error}") from error
-        except yaml.YAMLError as error:
-            raise DatasetError(f"{path.name}: not valid YAML or JSON: {error}") from error
+        raw = read_file(path, what="mapping file", error=DatasetError)
         return cls.from_data(raw, source=path.name)
 
     @classmethod

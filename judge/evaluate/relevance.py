@@ -124,7 +124,8 @@ async def score_relevance(
     """
     if scorer == "vlm" and backend is None:
         raise ValueError("VLM relevance needs the back end to ask")
-    from judge.vision.relevance import ClipRelevance, VlmRelevance, model_threshold
+    from judge.queries import relevance_query
+    from judge.vision.relevance import ClipRelevance, model_threshold
 
     base = thresholds
     if base is None:
@@ -136,18 +137,17 @@ async def score_relevance(
     per_rule = rule_thresholds(lock, base)
     rules = lock.enabled_rules()
     budget = backend.max_image_pixels if backend is not None else None
-    vlm = VlmRelevance() if scorer == "vlm" else None
     out: list[RelevancePair] = []
     for example in examples:
         if example.unsafe and not example.rules:
             continue  # violated rules unknown: no truth per pair
         pixels, key = await asyncio.to_thread(_pixels, example, budget)
         scores: list[float | None]
-        if vlm is not None:
+        if scorer == "vlm":
             assert backend is not None
-            scores = await vlm.score_rules(backend, pixels, rules, image_key=key)
+            asked = [relevance_query(rule, pixels, key) for rule in rules]
+            scores = [result.m for result in await backend.yes_no(asked)]
         else:
-            assert scorer != "vlm"
             values = await asyncio.to_thread(scorer.score, pixels, [r.text for r in rules])
             scores = [float(v) for v in values]
         for rule, value in zip(rules, scores, strict=True):
@@ -158,7 +158,7 @@ async def score_relevance(
                     rule_id=rule.id,
                     violated=rule.id in example.rules,
                     score=value,
-                    threshold=th.relevance_vlm if vlm is not None else th.relevance,
+                    threshold=th.relevance_vlm if scorer == "vlm" else th.relevance,
                 )
             )
     return out

@@ -1,8 +1,8 @@
 """Measure the toy models on held-out scenes: what the tests assert and the report quotes.
 
 The VLM is queried exactly as the judge queries it (one user turn [instructions][image]
-[question], through the model's own chat template), and P(Yes) is summed over the label
-spellings, as the back ends do.
+[question], through the model's own chat template, with the questions of
+`judge.queries`), and P(Yes) is summed over the label spellings, as the back ends do.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from judge import prompts
+from judge import prompts, queries
 from judge.models.base import NO_VARIANTS, YES_VARIANTS
 from judge.toy import world
 from judge.toy.world import Scene, Statement
@@ -37,10 +37,9 @@ class ToyVLM:
         self.no_ids = sorted({i for v in NO_VARIANTS for i in _single(tok, v)})
 
     def messages(self, statement: str, with_image: bool, kind: str = "visibility") -> list[Any]:
-        q = (prompts.render("visibility_question", statement=statement) if kind == "visibility"
+        q = (queries.visibility_question(statement) if kind == "visibility"
              else prompts.render("reason", statement=statement))
-        parts: list[dict[str, Any]] = [{"type": "text",
-                                         "text": prompts.render("visibility_instructions")}]
+        parts: list[dict[str, Any]] = [{"type": "text", "text": queries.instructions()}]
         if with_image:
             parts.append({"type": "image"})
         parts.append({"type": "text", "text": q})
@@ -205,7 +204,7 @@ def trained_biases_report(path: str | Path, n_scenes: int = 60,
     rules = [r.text for r in spec.rules if r.enabled]
     rng = random.Random(seed)
     scenes = [make_set_scene(seed + i, spec) for i in range(n_scenes)]
-    instructions = prompts.render("visibility_instructions")
+    instructions = queries.instructions()
     vis: list[tuple[Scene, Statement]] = [(sc, world.statement("colour", o.colour))
                                           for sc in scenes for o in sc.objects if o.size == "small"]
     ms = vlm.p_yes([(sc.image, st.text) for sc, st in vis])
@@ -214,7 +213,7 @@ def trained_biases_report(path: str | Path, n_scenes: int = 60,
     rel_chats, rel_truth = [], []
     for sc in scenes:
         colours = rng.sample(_COLOUR_ORDER, rng.randint(1, 3))
-        q = prompts.render("relevance_question", topic=topic(colours))
+        q = queries.relevance_question(topic(colours))
         rel_chats.append((sc.image, _chat(instructions, None, q)))
         rel_truth.append(bool({o.colour for o in sc.objects} & set(colours)))
     unsafe = [bool(violated_rules(sc, spec)) for sc in scenes]

@@ -19,9 +19,9 @@ from typing import Any
 
 from PIL import Image
 
-from judge.engine.verdict import Box
 from judge.errors import InputError
 from judge.vision._hf import load_pretrained, pick_device, require_hf
+from judge.vision.box import Box
 from judge.vision.masking import shrink
 
 DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"

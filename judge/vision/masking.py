@@ -16,7 +16,7 @@ from typing import Literal
 
 from PIL import Image, ImageFilter, ImageStat
 
-from judge.engine.verdict import Box
+from judge.vision.box import Box
 
 FillMethod = Literal["mean", "blur", "black"]
 FILL_METHODS: tuple[FillMethod, ...] = ("mean", "blur", "black")

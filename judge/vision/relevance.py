@@ -5,10 +5,10 @@ Two scorers:
 * `ClipRelevance`: cosine similarity of CLIP (or SigLIP) image and rule-text embeddings,
   computed in the judge process; a rule is judged only if it exceeds `t` (paper: 0.22 with
   `openai/clip-vit-base-patch16`). SigLIP cosines live in another range: calibrate `t`.
-* `VlmRelevance`: for deployments with only a served judge model, one Yes/No query per
-  rule about the rule's short topic ("does the image show anything related to nudity?"),
-  asked with the same instructions+image prefix as the visibility queries so the server's
-  prefix cache shares the image's tokens. Not in the paper: see docs/deviations.md.
+* "vlm": for deployments with only a served judge model, one Yes/No query per rule about
+  the rule's short topic ("does the image show anything related to nudity?"), asked by
+  the engine with the same instructions+image prefix as the visibility queries
+  (`judge.queries.relevance_query`). Not in the paper: see docs/deviations.md.
 """
 
 from __future__ import annotations
@@ -21,16 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
-from judge import prompts
 from judge.errors import InputError
-from judge.models.base import Backend, YesNoQuery
 from judge.vision._hf import first_tensor, load_pretrained, pick_device, require_hf
 from judge.vision.masking import mean_colour, shrink
 
 if TYPE_CHECKING:
     import torch
-
-    from judge.constitution.schema import CompiledRule
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 DEFAULT_SIGLIP = "google/siglip-base-patch16-224"
@@ -153,67 +149,7 @@ class ClipRelevance:
         return canvas
 
 
-class VlmRelevance:
-    """Relevance asked of the served judge model: "does the image show anything related to
-    <topic>?", one Yes/No query per rule (`judge.engine.topics.rule_topic` gives a rule's
-    topic: never its full text, which does not read as a topic).
-
-    The queries share the visibility instructions, so [instructions][image] is one cached
-    prefix for the relevance and the visibility questions of an image.
-    """
-
-    instructions_prompt = "visibility_instructions"
-    question_prompt = "relevance_question"
-
-    def __init__(self) -> None:
-        self.instructions = prompts.render(self.instructions_prompt)
-
-    @property
-    def prompt_versions(self) -> dict[str, int]:
-        return prompts.versions(self.instructions_prompt, self.question_prompt)
-
-    def queries(
-        self, image: Image.Image, topics: Sequence[str], image_key: str | None = None
-    ) -> list[YesNoQuery]:
-        """One Yes/No query per topic, in order."""
-        return [
-            YesNoQuery(
-                instructions=self.instructions,
-                question=prompts.render(self.question_prompt, topic=topic),
-                image=image,
-                image_key=image_key,
-            )
-            for topic in topics
-        ]
-
-    async def score(
-        self,
-        backend: Backend,
-        image: Image.Image,
-        topics: Sequence[str],
-        image_key: str | None = None,
-    ) -> list[float | None]:
-        """M = P(Yes)/(P(Yes)+P(No)) per topic; None where the model gave no answer
-        (the caller should then keep the rule: skipping it could hide a violation)."""
-        if not topics:
-            return []
-        results = await backend.yes_no(self.queries(image, topics, image_key))
-        return [r.m for r in results]
-
-    async def score_rules(
-        self,
-        backend: Backend,
-        image: Image.Image,
-        rules: Sequence[CompiledRule],
-        image_key: str | None = None,
-    ) -> list[float | None]:
-        """`score` with each rule's topic."""
-        from judge.engine.topics import rule_topic
-
-        return await self.score(backend, image, [rule_topic(r) for r in rules], image_key)
-
-
-def make_relevance(spec: str | None) -> ClipRelevance | VlmRelevance | None:
+def make_relevance(spec: str | None) -> ClipRelevance | Literal["vlm"] | None:
     """A scorer from a `--relevance` value: "clip:<id|path>", "siglip:<id|path>", "vlm",
     "off", or a bare id/path (kind read from its config). None means the default CLIP."""
     if spec is None or spec == "clip":
@@ -223,7 +159,7 @@ def make_relevance(spec: str | None) -> ClipRelevance | VlmRelevance | None:
     if spec == "off":
         return None
     if spec == "vlm":
-        return VlmRelevance()
+        return "vlm"  # asked of the judge model by the engine: nothing to load here
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("clip", "siglip") and rest:
         return ClipRelevance(rest, kind)  # type: ignore[arg-type]

@@ -1,0 +1,284 @@
+"""What `judge` prints for people: the verdict table and the `--explain` tree.
+
+Everything here fits the console's width, down to 80 columns and below: paths are
+shortened from the middle (the file name stays whole), rule ids are never broken inside a
+word (a column too narrow for one ends it with "…"), and a column that would be empty for
+every image is left out. The console is rich's: on a terminal it has colours, in a pipe
+or a file it is plain text as wide as `COLUMNS` says (80 when unset).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from rich import box as boxes
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from judge.engine.verdict import AlternativeEvidence, PreconditionEvidence, RuleVerdict, Verdict
+
+OUTCOME_STYLE = {
+    "safe": "green",
+    "unsafe": "bold red",
+    "undecided": "yellow",
+    "error": "magenta",
+    "violated": "bold red",
+    "not_violated": "green",
+    "irrelevant": "dim",
+    "skipped": "dim",
+    "met": "red",
+    "not_met": "green",
+}
+ELLIPSIS = "…"
+# One line, under 80 columns: what the numbers of `--explain` mean.
+LEGEND = (
+    "M: P(Yes) with the image; prior: M without it; d = M - prior: met if d > a2, "
+    "not met if d < a1, else the next stage · β: masked drop needed · *: decided the rule"
+)
+_REASON_CHARS = 240
+
+
+def _word(outcome: str) -> str:
+    return outcome.replace("_", " ")
+
+
+def styled(outcome: str) -> str:
+    """`outcome` as markup in its colour, with spaces for underscores."""
+    style = OUTCOME_STYLE.get(outcome)
+    return f"[{style}]{_word(outcome)}[/]" if style else _word(outcome)
+
+
+# ---- fitting text ------------------------------------------------------------------------
+
+
+def clip(text: str, width: int) -> str:
+    """`text` cut to `width` characters, ending with "…" when cut."""
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + ELLIPSIS
+
+
+def shorten_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters: the file name whole if it fits, with as
+    many of the folders nearest to it as fit after "…/"."""
+    if len(path) <= width:
+        return path
+    head, sep, name = path.replace(os.sep, "/").rpartition("/")
+    if not sep or len(name) + 2 > width:
+        return clip(name if sep else path, width)
+    kept = name
+    for part in reversed(head.split("/")):
+        candidate = f"{part}/{kept}"
+        if len(candidate) + 2 > width:
+            break
+        kept = candidate
+    return f"{ELLIPSIS}/{kept}"
+
+
+def display_names(ids: Sequence[str], width: int) -> list[str]:
+    """The image ids as shown: relative to the working folder when under it, then each
+    shortened to `width` (the file name kept whole where it fits)."""
+    here = os.getcwd().replace(os.sep, "/").rstrip("/") + "/"
+    out = []
+    for image_id in ids:
+        shown = image_id.replace(os.sep, "/")
+        if shown.startswith(here):
+            shown = shown[len(here) :]
+        out.append(shorten_path(shown, width))
+    return out
+
+
+# ---- the verdict table -------------------------------------------------------------------
+
+
+def undecided_reason(verdict: Verdict) -> str:
+    """Why the image has no complete verdict, in a sentence: the read error, or the
+    undecided rules with their reasons (one reason said once when they all share it)."""
+    if verdict.outcome == "error":
+        return verdict.error or "could not be read"
+    open_rules = [r for r in verdict.rules if r.outcome in ("undecided", "skipped")]
+    if not open_rules:
+        return ""
+    reasons = [(r.rule_id, (r.reason or "undecided").splitlines()[0]) for r in open_rules]
+    distinct = list(dict.fromkeys(reason for _, reason in reasons))
+    if len(distinct) == 1:
+        who = (
+            "every rule"
+            if len(open_rules) == len(verdict.rules)
+            else (", ".join(rule for rule, _ in reasons))
+        )
+        return clip(f"{who}: {distinct[0]}", _REASON_CHARS)
+    return clip("; ".join(f"{rule}: {reason}" for rule, reason in reasons), _REASON_CHARS)
+
+
+def _irrelevant(verdict: Verdict) -> str:
+    scanned = [r for r in verdict.rules if r.relevance_threshold is not None]
+    if not scanned:
+        return ""
+    return f"{sum(r.outcome == 'irrelevant' for r in scanned)}/{len(scanned)}"
+
+
+def summary_table(verdicts: Sequence[Verdict], width: int) -> Table:
+    """One row per image: its verdict, the rules it violates (one id a line), why it is
+    undecided or unreadable, and how many rules the relevance scan skipped; columns
+    empty for every image are left out."""
+    why = [undecided_reason(v) for v in verdicts]
+    irrelevant = [_irrelevant(v) for v in verdicts]
+    violated = ["\n".join(v.violated) for v in verdicts]
+    has_violated, has_why, has_irrelevant = any(violated), any(why), any(irrelevant)
+    longest_id = max((len(i) for v in verdicts for i in v.violated), default=0)
+    # Room per column: 3 characters of padding and rule each, the rest shared out.
+    id_width = min(longest_id, max(12, width // 4)) if has_violated else 0
+    fixed = (
+        9
+        + id_width
+        + (10 if has_irrelevant else 0)
+        + 3 * (1 + has_violated + has_why + has_irrelevant)
+    )
+    name_room = max(12, (width - fixed) // (2 if has_why else 1))
+    if not has_why:
+        name_room = max(12, width - fixed)
+    longest_name = max((len(v.image_id) for v in verdicts), default=5)
+    names = display_names([v.image_id for v in verdicts], min(name_room, longest_name))
+    table = Table(box=boxes.SIMPLE_HEAD, pad_edge=False, expand=False, show_edge=False)
+    table.add_column("image", no_wrap=True, overflow="ellipsis", max_width=name_room)
+    table.add_column("verdict", no_wrap=True, min_width=7)
+    if has_violated:
+        table.add_column("violated", no_wrap=True, overflow="ellipsis", max_width=id_width)
+    if has_why:
+        table.add_column("undecided: why", overflow="fold", ratio=1)
+    if has_irrelevant:
+        table.add_column("irrelevant", no_wrap=True, justify="right")
+    for i, verdict in enumerate(verdicts):
+        row = [escape(names[i]), styled(verdict.outcome)]
+        if has_violated:
+            row.append(escape(violated[i]))
+        if has_why:
+            row.append(escape(why[i]))
+        if has_irrelevant:
+            row.append(irrelevant[i])
+        table.add_row(*row)
+    return table
+
+
+# ---- --explain ---------------------------------------------------------------------------
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "?"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def band_line(alt: AlternativeEvidence) -> str:
+    """M, the prior and d, with d placed against the band [a1, a2] it was judged by."""
+    if alt.m is None:
+        return ""
+    head = f"M {_num(alt.m)}"
+    if alt.prior is None or alt.d is None:
+        return head
+    head += f" - prior {_num(alt.prior)} = d {_num(alt.d, True)}"
+    if alt.a1 is None or alt.a2 is None:
+        return head
+    if alt.d < alt.a1:
+        return f"{head} < a1 {_num(alt.a1, True)}"
+    if alt.d > alt.a2:
+        return f"{head} > a2 {_num(alt.a2, True)}"
+    return f"{head}, within [{_num(alt.a1, True)}, {_num(alt.a2, True)}]"
+
+
+def _region_line(alt: AlternativeEvidence) -> str:
+    """The box, when it was used (its crop asked, or its region masked), and the masked
+    answer against beta."""
+    parts = []
+    if alt.box is not None and (alt.cropped or alt.masked_m is not None):
+        used = "crop asked" if alt.cropped else "region"
+        parts.append(f"box {alt.box.label!r} {alt.box.confidence:.2f} ({used})")
+    if alt.masked_m is not None and alt.m is not None:
+        drop = alt.m - alt.masked_m
+        sign = ">" if alt.beta is not None and drop > alt.beta else "<="
+        parts.append(f"masked M {_num(alt.masked_m)}: drop {_num(drop)} {sign} β {_num(alt.beta)}")
+    return "; ".join(parts)
+
+
+def _alt_lines(alt: AlternativeEvidence) -> list[str]:
+    """The evidence lines under one alternative: numbers, region, rationale or error."""
+    lines = [line for line in (band_line(alt), _region_line(alt)) if line]
+    if alt.rationale:
+        lines.append(f"why: {clip(alt.rationale, _REASON_CHARS)}")
+    if alt.error:
+        lines.append(f"[yellow]{escape(clip(alt.error, _REASON_CHARS))}[/]")
+    return [line if line.startswith("[yellow]") else escape(line) for line in lines]
+
+
+def _head(pre: PreconditionEvidence, rule: RuleVerdict, alt: AlternativeEvidence | None) -> str:
+    mark = "*" if rule.decisive_precondition == pre.index else ""
+    text = f"{pre.index + 1}{mark} {styled(pre.outcome)}"
+    if alt is not None:
+        text += f" [dim]{alt.stage}[/] {escape(repr(alt.statement))}"
+    return text
+
+
+def _add_precondition(node: Tree, pre: PreconditionEvidence, rule: RuleVerdict) -> None:
+    if pre.outcome == "skipped":
+        # Asked, perhaps, but not needed: its answers decide nothing, so none is shown.
+        said = " or ".join(repr(a.statement) for a in pre.alternatives)
+        node.add(f"[dim]{pre.index + 1} not needed: {escape(said)}[/]")
+        return
+    if len(pre.alternatives) == 1:
+        alt = pre.alternatives[0]
+        branch = node.add(_head(pre, rule, alt))
+        for line in _alt_lines(alt):
+            branch.add(line, guide_style="dim")
+        return
+    branch = node.add(_head(pre, rule, None) + " [dim](any of)[/]")
+    for alt in pre.alternatives:
+        if alt.outcome == "skipped":
+            leaf = branch.add(f"[dim]not needed: {escape(repr(alt.statement))}[/]")
+            continue
+        said = escape(repr(alt.statement))
+        leaf = branch.add(f"{styled(alt.outcome)} [dim]{alt.stage}[/] {said}")
+        for line in _alt_lines(alt):
+            leaf.add(line)
+
+
+def _relevance(rule: RuleVerdict) -> str:
+    if rule.relevance is None:
+        return ""
+    if rule.relevance_threshold is None:
+        return f" [dim]relevance {rule.relevance:.3f}[/]"
+    return f" [dim]relevance {rule.relevance:.3f} > {rule.relevance_threshold:.3f}[/]"
+
+
+def explain_tree(verdict: Verdict, name: str) -> Tree:
+    """The evidence of one image as a tree: rule, precondition (the statement, its stage,
+    M, prior and d against the band), and the rules the relevance scan skipped, on one
+    line at the end."""
+    title = f"[bold]{escape(name)}[/] {styled(verdict.outcome)}"
+    tree = Tree(title, guide_style="dim")
+    if verdict.outcome == "error":
+        tree.add(escape(verdict.error or "could not be read"))
+        return tree
+    judged = [r for r in verdict.rules if r.outcome != "irrelevant"]
+    skipped = [r for r in verdict.rules if r.outcome == "irrelevant"]
+    for rule in judged:
+        node = tree.add(f"[bold]{escape(rule.rule_id)}[/] {styled(rule.outcome)}{_relevance(rule)}")
+        if rule.reason and rule.outcome in ("undecided", "skipped"):
+            node.add(f"[yellow]{escape(clip(rule.reason, _REASON_CHARS))}[/]")
+        for pre in rule.preconditions:
+            _add_precondition(node, pre, rule)
+    if skipped:
+        thresholds = sorted({r.relevance_threshold for r in skipped if r.relevance_threshold})
+        limit = "/".join(f"{t:.3f}" for t in thresholds)
+        listed = ", ".join(
+            f"{r.rule_id} {r.relevance:.2f}" if r.relevance is not None else r.rule_id
+            for r in skipped
+        )
+        tree.add(f"[dim]irrelevant (relevance <= {limit}): {escape(listed)}[/]")
+    return tree
+
+
+def explain_trees(verdicts: Iterable[Verdict], names: Sequence[str]) -> list[Tree]:
+    return [explain_tree(v, n) for v, n in zip(verdicts, names, strict=True)]
