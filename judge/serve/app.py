@@ -82,7 +82,7 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    _handlers(app)
+    _handlers(app, service)
     _routes(app, service)
     _components(app)
     return app
@@ -112,9 +112,10 @@ def _on_sighup(service: Service) -> None:
         pass  # not the main thread (tests), or no SIGHUP here: the endpoint still works
 
 
-def _handlers(app: FastAPI) -> None:
+def _handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        service.metrics.rejected.labels(error.code).inc()
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -85,12 +85,11 @@ class Guard:
         async def receiving() -> Message:
             # A body sent without Content-Length (chunked) is counted as it arrives; the
             # error reaches the route that reads it, and the app's ApiError handler
-            # answers 413.
+            # answers 413 (and counts it).
             message = await receive()
             if message["type"] == "http.request":
                 seen[0] += len(message.get("body", b""))
                 if seen[0] > self.max_body:
-                    self.metrics.rejected.labels("body_too_large").inc()
                     raise _too_large(seen[0], self.max_body)
             return message
 
