@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -27,7 +28,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,55 @@ async def lone_outcomes(url: str, images: list[bytes], token: str | None = None)
     return report
 
 
+def _serve_child(port: int, concurrency: int, delay: float) -> int:
+    """The child's part of a load run: the toy policy over ColourBackend on `port`."""
+    import tempfile
+
+    import uvicorn
+
+    from judge.resources import data_dir
+    from judge.serve import Limits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, app = colour_service(
+            data_dir("constitutions") / "toy.yaml", Path(tmp) / "store.sqlite3",
+            backend=ColourBackend(delay),
+            limits=Limits(max_concurrent=concurrency, max_queue=concurrency * 4),
+        )
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    return 0
+
+
+@contextlib.contextmanager
+def _child(concurrency: int, delay: float) -> Iterator[str]:
+    """A service in a child process (its own interpreter lock); yields its URL."""
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    process = subprocess.Popen([sys.executable, "-m", "judge.serve.load", "--serve-port",
+                                str(port), "--concurrency", str(concurrency),
+                                "--delay", str(delay)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the load run's service did not start")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m judge.serve.load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -331,7 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.0,
                         help="Seconds each ColourBackend batch takes (in-process service).")
     parser.add_argument("--json", type=Path, help="Write the report as JSON here.")
+    parser.add_argument("--same-process", action="store_true",
+                        help="Run the in-process service in a thread of this process (the "
+                        "client then shares its interpreter lock) instead of a child process.")
+    parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # the child's part
     args = parser.parse_args(argv)
+    if args.serve_port:
+        return _serve_child(args.serve_port, args.concurrency, args.delay)
     images = [scene(i) for i in range(args.images)]
 
     async def measure(url: str, token: str | None) -> LoadReport:
@@ -341,6 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.url:
         report = asyncio.run(measure(args.url.rstrip("/"), args.token))
+    elif not args.same_process:
+        with _child(args.concurrency, args.delay) as url:
+            report = asyncio.run(measure(url, None))
     else:
         import tempfile
 
