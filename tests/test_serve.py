@@ -493,3 +493,36 @@ def test_openapi_document(served: Running) -> None:
     assert set(body) == {"application/json", "multipart/form-data"}
     assert "ModerationRequest" in schema["components"]["schemas"]
     json.dumps(schema)
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--constitution", "missing.yaml"], {}, "cannot read the file"),
+        (["--host", "0.0.0.0"], {}, "refusing to serve on 0.0.0.0 without tokens"),
+        ([], {"JUDGE_SERVE_TOKENS": "short"}, "shorter than 8 characters"),
+        (["--constitution", "unlocked.yaml"], {}, "has no lock"),
+    ],
+)
+def test_bad_input_exits_2_before_any_model_loads(
+    args: list[str], env: dict[str, str], message: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from judge.cli import main
+
+    shutil.copy(data_dir("constitutions") / "toy.yaml", tmp_path / "unlocked.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JUDGE_SERVE_TOKENS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    toy = str(data_dir("constitutions") / "toy.yaml")
+    argv = ["serve", "--constitution", toy, *args] if "--constitution" not in args else [
+        "serve", *args]
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

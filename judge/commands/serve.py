@@ -104,7 +104,7 @@ def serve(
 ) -> None:
     """Serve a constitution over HTTP: OpenAI-shaped /v1/moderations, /v1/judge, metrics."""
     from judge.serve import Limits, ModelOptions, RemoteImages, ServeConfig, load_tokens
-    from judge.serve.run import build_service
+    from judge.serve.run import build_service, check_exposure
     from judge.serve.run import serve as run_server
 
     config = ServeConfig(
@@ -134,6 +134,7 @@ def serve(
         locator=locator, thresholds=thresholds, allow_unreviewed=allow_unreviewed,
         no_relevance=no_relevance, no_center=no_center, no_cascade=no_cascade, fill=fill,
     )
+    check_exposure(config, host, insecure_no_auth)  # before any model loads
     service = build_service(config, options)
     started = run_server(service, host, port, log_level=log_level,
                          allow_no_auth=insecure_no_auth)

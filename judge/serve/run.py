@@ -29,6 +29,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(config: ServeConfig, host: str, allow_no_auth: bool) -> None:
+    """Refuse to serve without tokens on an address other machines can reach."""
+    if not config.tokens.enabled and not is_loopback(host) and not allow_no_auth:
+        raise InputError(
+            f"refusing to serve on {host} without tokens: give --tokens-file or "
+            "JUDGE_SERVE_TOKENS (or --insecure-no-auth if something in front authenticates)"
+        )
+
+
 def build_service(config: ServeConfig, options: ModelOptions, backend: Any = None) -> Service:
     """Check the policy and open the back end (and the store); the first policy is built
     on the server's loop at start-up.
@@ -82,11 +91,7 @@ def serve(
 
     from judge.serve.app import create_app, guarded
 
-    if not service.config.tokens.enabled and not is_loopback(host) and not allow_no_auth:
-        raise InputError(
-            f"refusing to serve on {host} without tokens: give --tokens-file or "
-            "JUDGE_SERVE_TOKENS (or --insecure-no-auth if something in front authenticates)"
-        )
+    check_exposure(service.config, host, allow_no_auth)
     logging.getLogger("judge.serve").setLevel(log_level.upper())
     app = create_app(service)
     server = uvicorn.Server(uvicorn.Config(
