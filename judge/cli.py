@@ -34,6 +34,9 @@ def _load_commands() -> None:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name != "app":
             importlib.import_module(f"judge.commands.{info.name}")
+    from judge.commands.helptext import tidy_help
+
+    tidy_help(app)
 
 
 def _version(value: bool) -> None:

@@ -10,4 +10,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: it wraps every text to the terminal (or COLUMNS) and cuts nothing.
+    rich_markup_mode=None,
 )

@@ -255,7 +255,7 @@ def raise_for_review(lock: Lock, policy: str) -> None:
 
 @app.command(name="show")
 def show(policies: PolicyPaths) -> None:
-    """Show each rule as the formula the judge evaluates: violated iff \\[a] AND (\\[b] OR \\[c]),
+    """Show each rule as the formula the judge evaluates: violated iff [a] AND ([b] OR [c]),
     with who produced it and whether it needs review."""
     from judge.constitution.compiler import hand_written
 

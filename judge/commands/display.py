@@ -33,10 +33,14 @@ OUTCOME_STYLE = {
 }
 ELLIPSIS = "…"
 # One line, under 80 columns: what the numbers of `--explain` mean.
-LEGEND = (
-    "M: P(Yes) with the image; prior: M without it; d = M - prior: met if d > a2, "
-    "not met if d < a1, else the next stage · β: masked drop needed · *: decided the rule"
-)
+LEGEND = "M = P(Yes), prior = M without image; met: d > a2 or drop > β; not met: d < a1"
+# How each stage that settles an alternative is named after its outcome.
+_STAGE = {
+    "prior": "by d",
+    "center": "by masking",
+    "cascade": "by reasoning",
+    "no_cascade": "(reasoning off)",
+}
 _REASON_CHARS = 240
 
 
@@ -97,7 +101,8 @@ def undecided_reason(verdict: Verdict) -> str:
     """Why the image has no complete verdict, in a sentence: the read error, or the
     undecided rules with their reasons (one reason said once when they all share it)."""
     if verdict.outcome == "error":
-        return verdict.error or "could not be read"
+        # The image column already names the file.
+        return (verdict.error or "could not be read").removeprefix(f"{verdict.image_id}: ")
     open_rules = [r for r in verdict.rules if r.outcome in ("undecided", "skipped")]
     if not open_rules:
         return ""
@@ -130,7 +135,7 @@ def summary_table(verdicts: Sequence[Verdict], width: int) -> Table:
     has_violated, has_why, has_irrelevant = any(violated), any(why), any(irrelevant)
     longest_id = max((len(i) for v in verdicts for i in v.violated), default=0)
     # Room per column: 3 characters of padding and rule each, the rest shared out.
-    id_width = min(longest_id, max(12, width // 4)) if has_violated else 0
+    id_width = max(8, min(longest_id, max(12, width // 4))) if has_violated else 0
     fixed = (
         9
         + id_width
@@ -148,7 +153,7 @@ def summary_table(verdicts: Sequence[Verdict], width: int) -> Table:
     if has_violated:
         table.add_column("violated", no_wrap=True, overflow="ellipsis", max_width=id_width)
     if has_why:
-        table.add_column("undecided: why", overflow="fold", ratio=1)
+        table.add_column("reason", overflow="fold", ratio=1)
     if has_irrelevant:
         table.add_column("irrelevant", no_wrap=True, justify="right")
     for i, verdict in enumerate(verdicts):
@@ -213,12 +218,20 @@ def _alt_lines(alt: AlternativeEvidence) -> list[str]:
     return [line if line.startswith("[yellow]") else escape(line) for line in lines]
 
 
+def _settled(alt: AlternativeEvidence) -> str:
+    """The alternative's outcome and the stage that settled it, then its statement."""
+    stage = _STAGE.get(alt.stage, "")
+    stage = f" [dim]{stage}[/]" if stage else ""
+    return f"{styled(alt.outcome)}{stage}: {escape(repr(alt.statement))}"
+
+
 def _head(pre: PreconditionEvidence, rule: RuleVerdict, alt: AlternativeEvidence | None) -> str:
-    mark = "*" if rule.decisive_precondition == pre.index else ""
-    text = f"{pre.index + 1}{mark} {styled(pre.outcome)}"
-    if alt is not None:
-        text += f" [dim]{alt.stage}[/] {escape(repr(alt.statement))}"
-    return text
+    # Which link of a longer chain decided the rule; a one-link chain needs no mark.
+    decided = len(rule.preconditions) > 1 and rule.decisive_precondition == pre.index
+    mark = " [bold](decisive)[/]" if decided else ""
+    if alt is None:
+        return f"{pre.index + 1} {styled(pre.outcome)}{mark}, any of:"
+    return f"{pre.index + 1}{mark} {_settled(alt)}"
 
 
 def _add_precondition(node: Tree, pre: PreconditionEvidence, rule: RuleVerdict) -> None:
@@ -233,13 +246,12 @@ def _add_precondition(node: Tree, pre: PreconditionEvidence, rule: RuleVerdict) 
         for line in _alt_lines(alt):
             branch.add(line, guide_style="dim")
         return
-    branch = node.add(_head(pre, rule, None) + " [dim](any of)[/]")
+    branch = node.add(_head(pre, rule, None))
     for alt in pre.alternatives:
         if alt.outcome == "skipped":
-            leaf = branch.add(f"[dim]not needed: {escape(repr(alt.statement))}[/]")
+            branch.add(f"[dim]not needed: {escape(repr(alt.statement))}[/]")
             continue
-        said = escape(repr(alt.statement))
-        leaf = branch.add(f"{styled(alt.outcome)} [dim]{alt.stage}[/] {said}")
+        leaf = branch.add(_settled(alt))
         for line in _alt_lines(alt):
             leaf.add(line)
 
@@ -265,7 +277,8 @@ def explain_tree(verdict: Verdict, name: str) -> Tree:
     skipped = [r for r in verdict.rules if r.outcome == "irrelevant"]
     for rule in judged:
         node = tree.add(f"[bold]{escape(rule.rule_id)}[/] {styled(rule.outcome)}{_relevance(rule)}")
-        if rule.reason and rule.outcome in ("undecided", "skipped"):
+        # An undecided alternative says why itself; a rule without evidence cannot.
+        if rule.reason and (rule.outcome == "skipped" or not rule.preconditions):
             node.add(f"[yellow]{escape(clip(rule.reason, _REASON_CHARS))}[/]")
         for pre in rule.preconditions:
             _add_precondition(node, pre, rule)

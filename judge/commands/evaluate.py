@@ -22,21 +22,34 @@ PolicyOption = Annotated[
 ]
 ModelOption = Annotated[
     list[str] | None,
-    typer.Option("--model", help="Model id or folder ('toy' for the toy models); repeatable."),
+    typer.Option(
+        "--model",
+        help="Model id or folder ('toy' for the toy models); repeatable (default: the "
+        "policy's defaults.model, else what the server serves).",
+    ),
 ]
 BackendOption = Annotated[
     str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
 ]
-ServerOption = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (vLLM).")]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(help="OpenAI-compatible server URL (vLLM) (default: JUDGE_SERVER)."),
+]
 KeyOption = Annotated[
     str | None,
     typer.Option(
         "--api-key", help="Server key, or @FILE to read it (default: JUDGE_API_KEY). Never stored."
     ),
 ]
-SplitOption = Annotated[str | None, typer.Option(help="Only the images of this split.")]
+SplitOption = Annotated[
+    str | None, typer.Option(help="Only the images of this split (default: every image).")
+]
 MappingOption = Annotated[
-    Path | None, typer.Option(help="YAML/JSON file mapping the set's categories to rule ids.")
+    Path | None,
+    typer.Option(
+        help="YAML/JSON file mapping the set's categories to rule ids (default: the set's "
+        "categories are rule ids)."
+    ),
 ]
 OutsideOption = Annotated[
     bool,
@@ -46,9 +59,18 @@ OutsideOption = Annotated[
 ]
 RelevanceOption = Annotated[
     str | None,
-    typer.Option(help="Relevance scorer: clip:<id|path>, siglip:<id|path>, vlm, off."),
+    typer.Option(
+        help="Relevance scorer: clip:<id|path>, siglip:<id|path>, vlm, off (default: the "
+        "model's own, e.g. the toy CLIP, else CLIP ViT-B/16)."
+    ),
 ]
-LocatorOption = Annotated[str | None, typer.Option(help="OWLv2 id or folder, or off.")]
+LocatorOption = Annotated[
+    str | None,
+    typer.Option(
+        help="OWLv2 id or folder, or off (default: the model's own, e.g. the toy OWLv2, "
+        "else google/owlv2-base-patch16-ensemble)."
+    ),
+]
 StoreOption = Annotated[
     Path | None, typer.Option(help="SQLite store of the runs (default: OUT/judge.sqlite3).")
 ]
@@ -71,13 +93,16 @@ def eval_(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports.")],
     baselines: Annotated[
         str,
-        typer.Option(help="Baselines: prior,prior-cot,constitution,constitution-cot, all or none."),
+        typer.Option(
+            help="Baselines, comma-separated: prior, prior-cot, constitution, "
+            "constitution-cot; or all, or none."
+        ),
     ] = "none",
     ablations: Annotated[
         str,
         typer.Option(
-            help="Ablations: no-objectify,no-preconditions,no-debias,no-relevance,no-center,"
-            "no-cascade,fill-blur,fill-black, all or none."
+            help="Ablations, comma-separated: no-objectify, no-preconditions, no-debias, "
+            "no-relevance, no-center, no-cascade, fill-blur, fill-black; or all, or none."
         ),
     ] = "none",
     fill: Annotated[
@@ -94,13 +119,19 @@ def eval_(
     relevance: RelevanceOption = None,
     locator: LocatorOption = None,
     thresholds: Annotated[
-        Path | None, typer.Option(help="YAML/JSON file of threshold overrides for this run.")
+        Path | None,
+        typer.Option(
+            help="YAML/JSON file of threshold overrides for this run (default: the paper's "
+            "thresholds, then the policy's)."
+        ),
     ] = None,
     store: StoreOption = None,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Start over: drop stored results.")
     ] = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N images (default: all).")
+    ] = None,
     split: SplitOption = None,
     mapping: MappingOption = None,
     allow_outside_paths: OutsideOption = False,
@@ -190,7 +221,13 @@ def calibrate(
         str | None,
         typer.Option(help="Held-out split for before/after (default: test, else the other half)."),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model id or folder ('toy').")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model id or folder ('toy') (default: the policy's defaults.model, else "
+            "what the server serves)."
+        ),
+    ] = None,
     backend: BackendOption = None,
     server: ServerOption = None,
     api_key: KeyOption = None,
@@ -201,7 +238,9 @@ def calibrate(
     ] = None,
     mapping: MappingOption = None,
     allow_outside_paths: OutsideOption = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N images (default: all).")
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Images in flight.")] = 8,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report, but do not write the lock.")
