@@ -52,26 +52,33 @@ def bench(
         None, "--constitution", "-c", help="Constitution (default: constitutions/toy.yaml)."
     ),
     images: int | None = typer.Option(
-        None, "--images", "-n", help="Images judged by both the engine and the naive algorithm."
+        None, "--images", "-n", help="Images judged by both the engine and the naive algorithm "
+        "(default: 24, 6 with --quick)."
     ),
     quick: bool = typer.Option(False, "--quick", help="A short run (CI): fewer images."),
     concurrency: int = typer.Option(16, "--concurrency", help="Engine image concurrency."),
     memory_images: int | None = typer.Option(
-        None, "--memory-images", help="Images streamed for the memory section (default 1000)."
+        None, "--memory-images", help="Images streamed for the memory section (default: 1000, 100 with --quick)."
     ),
     compile_rules: int | None = typer.Option(
-        None, "--compile-rules", help="Rules in the compile section (default 100)."
+        None, "--compile-rules", help="Rules in the compile section (default: 100)."
     ),
     gpu_model: str | None = typer.Option(
-        None, "--gpu-model", help="A real model folder: runs the GPU section when CUDA is present."
+        None, "--gpu-model", help="A real model folder: runs the GPU section when CUDA is present "
+        "(default: none, no GPU section)."
     ),
     gpu_images: int = typer.Option(200, "--gpu-images", help="Images for the GPU section."),
-    relevance: str | None = typer.Option(None, "--relevance", help="As for judging."),
-    locator: str | None = typer.Option(None, "--locator", help="As for judging."),
-    sections: str | None = typer.Option(
-        None, "--sections", help="Comma list: prefill,naive,scaling,memory,compile,gpu."
+    relevance: str | None = typer.Option(
+        None, "--relevance", help="As for judging (default: the model's own, else CLIP)."
     ),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the results here."),
+    locator: str | None = typer.Option(
+        None, "--locator", help="As for judging (default: the model's own, else OWLv2)."
+    ),
+    sections: str | None = typer.Option(
+        None, "--sections", help="Sections, comma-separated: prefill, naive, scaling, memory, compile, "
+        "gpu (default: all of them)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the results here (default: no file)."),
 ) -> None:
     """Benchmark the engine against the prefill limit and the naive algorithm.
 

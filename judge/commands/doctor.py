@@ -32,7 +32,7 @@ def doctor(
         None,
         "--model",
         help="Model folder, hub id or registered name ('toy'): the one the server must "
-        "serve, or to load.",
+        "serve, or to load (default: whatever the server serves).",
     ),
     backend: str | None = typer.Option(
         None, "--backend", help="vllm-server, vllm or hf (default: vllm-server with a server)."

@@ -176,7 +176,10 @@ def run(
     ],
     model: Annotated[
         str | None,
-        typer.Option(help="Judge model: a folder, a hub id, or a registered name ('toy')."),
+        typer.Option(
+            help="Judge model: a folder, a hub id, or a registered name ('toy') (default: "
+            "the policy's defaults.model, else what the server serves)."
+        ),
     ] = None,
     backend: Annotated[
         str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
@@ -187,13 +190,25 @@ def run(
     ] = None,
     relevance: Annotated[
         str | None,
-        typer.Option(help="Relevance scorer: clip:<id|path>, siglip:<id|path>, vlm or off."),
+        typer.Option(
+            help="Relevance scorer: clip:<id|path>, siglip:<id|path>, vlm or off (default: "
+            "the model's own, e.g. the toy CLIP, else CLIP ViT-B/16)."
+        ),
     ] = None,
-    locator: Annotated[str | None, typer.Option(help="OWLv2 id or folder, or off.")] = None,
+    locator: Annotated[
+        str | None,
+        typer.Option(
+            help="OWLv2 id or folder, or off (default: the model's own, e.g. the toy "
+            "OWLv2, else google/owlv2-base-patch16-ensemble)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     jsonl: Annotated[
         Path | None,
-        typer.Option(help="Append one JSON line per image as each finishes; resumes a run."),
+        typer.Option(
+            help="Append one JSON line per image as each finishes; resumes a run (default: "
+            "no file)."
+        ),
     ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show each precondition's evidence.")
@@ -222,7 +237,11 @@ def run(
         typer.Option(help="How the central-region check removes a box: mean, blur or black."),
     ] = "mean",
     thresholds: Annotated[
-        Path | None, typer.Option(help="YAML/JSON file of threshold overrides.")
+        Path | None,
+        typer.Option(
+            help="YAML/JSON file of threshold overrides (default: the paper's thresholds, "
+            "then the policy's)."
+        ),
     ] = None,
     compile_lock: Annotated[
         bool, typer.Option("--compile", help="Compile a missing or stale lock first.")
