@@ -58,14 +58,18 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="A short run (CI): fewer images."),
     concurrency: int = typer.Option(16, "--concurrency", help="Engine image concurrency."),
     memory_images: int | None = typer.Option(
-        None, "--memory-images", help="Images streamed for the memory section (default: 1000, 100 with --quick)."
+        None,
+        "--memory-images",
+        help="Images streamed for the memory section (default: 1000, 100 with --quick).",
     ),
     compile_rules: int | None = typer.Option(
         None, "--compile-rules", help="Rules in the compile section (default: 100)."
     ),
     gpu_model: str | None = typer.Option(
-        None, "--gpu-model", help="A real model folder: runs the GPU section when CUDA is present "
-        "(default: none, no GPU section)."
+        None,
+        "--gpu-model",
+        help="A real model folder: runs the GPU section when CUDA is present "
+        "(default: none, no GPU section).",
     ),
     gpu_images: int = typer.Option(200, "--gpu-images", help="Images for the GPU section."),
     relevance: str | None = typer.Option(
@@ -75,10 +79,14 @@ def bench(
         None, "--locator", help="As for judging (default: the model's own, else OWLv2)."
     ),
     sections: str | None = typer.Option(
-        None, "--sections", help="Sections, comma-separated: prefill, naive, scaling, memory, compile, "
-        "gpu (default: all of them)."
+        None,
+        "--sections",
+        help="Sections, comma-separated: prefill, naive, scaling, memory, compile, gpu "
+        "(default: all of them).",
     ),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the results here (default: no file)."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the results here (default: no file)."
+    ),
 ) -> None:
     """Benchmark the engine against the prefill limit and the naive algorithm.
 
