@@ -148,6 +148,7 @@ class NaiveJudge:
             lock=self.lock,
             calls=calls,
             timings={"total": time.perf_counter() - started},
+            size=pixels.size,
         )
 
     async def judge_pixels(

@@ -326,6 +326,7 @@ class Judge:
             timings={"load": load_s, **timings},
             frame=loaded.frame if self.options.all_frames else None,
             fill=self.options.fill_used(setup.locator),
+            size=pixels.size,
         )
 
     async def astream(

@@ -95,6 +95,8 @@ class Verdict(_Frozen):
     # their part of the verdict rests on output no one has checked.
     needs_review: list[str] = Field(default_factory=list)
     frame: int | None = None  # for animated images: which frame
+    # (width, height) of the pixels the model saw: the space every box is given in.
+    image_size: tuple[int, int] | None = None
     run: RunInfo | None = None
 
 
@@ -137,9 +139,11 @@ def make_verdict(
     timings: Mapping[str, float],
     frame: int | None = None,
     fill: str | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Verdict:
     """The image's verdict from its rule verdicts (`loaded`: a judge.images.LoadedImage;
-    `fill`: the region-removal fill the run used, if any)."""
+    `fill`: the region-removal fill the run used, if any; `size`: the (width, height) of
+    the pixels the model saw, the space of the boxes)."""
     outcome, violated, undecided = image_outcome(rules)
     return Verdict(
         image_id=loaded.image_id,
@@ -149,6 +153,7 @@ def make_verdict(
         undecided=undecided,
         rules=rules,
         frame=frame,
+        image_size=size,
         run=RunInfo(
             model_id=backend.model_id,
             backend=backend.kind,

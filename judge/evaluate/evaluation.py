@@ -13,14 +13,9 @@ from judge.engine.judge import Judge, ThresholdsInput
 from judge.evaluate.ablations import FULL, JudgeMethod, method_options
 from judge.evaluate.baselines import Baseline, Judged
 from judge.evaluate.datasets import Example, LabelledSet
-from judge.evaluate.report import (
-    EvalProgress,
-    MethodResult,
-    build_report,
-    write_html,
-    write_json,
-    write_markdown,
-)
+from judge.evaluate.report import EvalProgress, MethodResult, build_report, write_json
+from judge.evaluate.report_html import write_html
+from judge.evaluate.report_md import write_markdown
 from judge.evaluate.runs import EvalStore, Method, run_key, run_log, run_method, to_scored
 from judge.models.base import Backend
 from judge.store import Store

@@ -305,6 +305,30 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95% by default); None when n is 0.
+
+    Per rule the counts are small (a handful of images), where the normal approximation
+    gives intervals outside [0, 1] or of width 0 at 0% and 100%; Wilson's does neither.
+    """
+    if n <= 0:
+        return None
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rule_intervals(counts: Counts) -> dict[str, tuple[float, float] | None]:
+    """95% Wilson intervals of a rule's precision, recall and accuracy."""
+    return {
+        "precision": wilson(counts.tp, counts.tp + counts.fp),
+        "recall": wilson(counts.tp, counts.tp + counts.fn),
+        "accuracy": wilson(counts.tp + counts.tn, counts.n),
+    }
+
+
 def headline(records: Sequence[Scored], *, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Image-level metrics over every image, an open one counted as a wrong answer, with
     95% bootstrap intervals; the fail-closed reading under "fail_closed"; and the AUCs."""
