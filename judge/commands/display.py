@@ -64,14 +64,26 @@ def clip(text: str, width: int) -> str:
     return text[: max(0, width - 1)] + ELLIPSIS
 
 
+def clip_middle(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut in the middle: the end of a file name
+    (its number, its extension) tells images apart as often as the start does."""
+    if len(text) <= width:
+        return text
+    if width < 8:
+        return clip(text, width)
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + ELLIPSIS + text[len(text) - tail :]
+
+
 def shorten_path(path: str, width: int) -> str:
     """`path` in at most `width` characters: the file name whole if it fits, with as
-    many of the folders nearest to it as fit after "…/"."""
+    many of the folders nearest to it as fit after "…/"; else the file name cut in the
+    middle."""
     if len(path) <= width:
         return path
     head, sep, name = path.replace(os.sep, "/").rpartition("/")
     if not sep or len(name) + 2 > width:
-        return clip(name if sep else path, width)
+        return clip_middle(name if sep else path, width)
     kept = name
     for part in reversed(head.split("/")):
         candidate = f"{part}/{kept}"
@@ -134,19 +146,17 @@ def summary_table(verdicts: Sequence[Verdict], width: int) -> Table:
     violated = ["\n".join(v.violated) for v in verdicts]
     has_violated, has_why, has_irrelevant = any(violated), any(why), any(irrelevant)
     longest_id = max((len(i) for v in verdicts for i in v.violated), default=0)
-    # Room per column: 3 characters of padding and rule each, the rest shared out.
     id_width = max(8, min(longest_id, max(12, width // 4))) if has_violated else 0
-    fixed = (
-        9
-        + id_width
-        + (10 if has_irrelevant else 0)
-        + 3 * (1 + has_violated + has_why + has_irrelevant)
-    )
-    name_room = max(12, (width - fixed) // (2 if has_why else 1))
-    if not has_why:
-        name_room = max(12, width - fixed)
+    # What the image and reason columns share: the width less the fixed columns and
+    # 3 characters of padding and rule per column. The reason gets what it needs up to
+    # half of that (at least 24), the image name the rest.
+    columns = 2 + has_violated + has_why + has_irrelevant
+    room = width - 9 - id_width - (10 if has_irrelevant else 0) - 3 * (columns - 1)
+    longest_why = max((len(w) for w in why), default=0)
+    reason_room = min(longest_why, max(24, room // 2)) if has_why else 0
     longest_name = max((len(v.image_id) for v in verdicts), default=5)
-    names = display_names([v.image_id for v in verdicts], min(name_room, longest_name))
+    name_room = min(longest_name, max(12, room - reason_room))
+    names = display_names([v.image_id for v in verdicts], name_room)
     table = Table(box=boxes.SIMPLE_HEAD, pad_edge=False, expand=False, show_edge=False)
     table.add_column("image", no_wrap=True, overflow="ellipsis", max_width=name_room)
     table.add_column("verdict", no_wrap=True, min_width=7)
