@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import re
 import math
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
