@@ -24,9 +24,12 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "toy-serve-token-1"
 N_IMAGES = 10
-# Scenes whose flagged answer may differ from the label (the toy VLM's accuracy, see
-# tests/test_engine_e2e.py: F1 1.0 for seeds 0 and 1 on 40 scenes, 0.85 for seed 2).
-MAX_WRONG = 1
+# How many of the 10 scenes may be answered wrongly: flagged, and the set of categories
+# (the toy VLM's accuracy, see tests/test_engine_e2e.py: F1 1.0 for seeds 0 and 1 on 40
+# scenes, 0.85 for seed 2; with the seed-0 build, 10 of 10 flagged right and 9 of 10 with
+# every category right, a blue shape missed).
+MAX_WRONG_FLAGGED = 1
+MAX_WRONG_CATEGORIES = 2
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +96,19 @@ def test_the_openai_client_gets_the_toy_labels(service: Any, scenes: list[dict[s
         model="toy", input=[{"type": "image_url", "image_url": {"url": data_url(row["data"])}}
                             for row in scenes[5:]])
     results = [*response.results, *rest.results]
-    wrong = []
+    wrong_flagged, wrong_categories = [], []
     for row, result in zip(scenes, results, strict=True):
         found = sorted(rule for rule, on in (result.categories.model_extra or {}).items() if on)
         outcome = result.model_extra["judge"]["outcome"]  # type: ignore[index]
         print(f"{row['image']}: label {row['label']} {sorted(row['violated'])}, "
               f"served {outcome} {found}")
         assert outcome in ("safe", "unsafe", "undecided")
-        if result.flagged != (row["label"] == "unsafe") or found != sorted(row["violated"]):
-            wrong.append(row["image"])
-    assert len(wrong) <= MAX_WRONG, wrong
+        if result.flagged != (row["label"] == "unsafe"):
+            wrong_flagged.append(row["image"])
+        if found != sorted(row["violated"]):
+            wrong_categories.append(row["image"])
+    assert len(wrong_flagged) <= MAX_WRONG_FLAGGED, wrong_flagged
+    assert len(wrong_categories) <= MAX_WRONG_CATEGORIES, wrong_categories
 
 
 def test_sighup_reloads_the_policy_and_sigterm_stops(service: Any) -> None:
