@@ -171,3 +171,32 @@ def test_the_explain_tree_reads_as_a_tree(world: dict[str, Any]) -> None:
     assert "M 0.950 - prior 0.500 = d +0.450 > a2 +0.400" in out
     assert "M = P(Yes), prior = M without image" in out  # the legend, once
     assert out.count("M = P(Yes)") == 1
+
+
+@pytest.mark.slow
+def test_explain_for_two_toy_images_is_short_and_fits(toy_models: Any, tmp_path: Path) -> None:
+    """The toy constitution's 10 rules on two toy images: a tree well under 150 lines (the
+    old evidence table took over 1,400 at 80 columns), every line within 80."""
+    root = Path(__file__).resolve().parents[1]
+    images = [str(root / "eval/toy/images" / f"sample-00000{i}.png") for i in (0, 1)]
+    argv = [
+        sys.executable,
+        "-m",
+        "judge.cli",
+        *images,
+        "--constitution",
+        str(root / "constitutions/toy.yaml"),
+        "--model",
+        "toy",
+        "--explain",
+        "--store",
+        str(tmp_path / "s.db"),
+    ]
+    code, output = in_pty(argv, tmp_path)
+    assert code == 1, output  # sample-000000 is unsafe
+    assert not too_wide(output), "\n".join(too_wide(output))
+    shown = [line for line in visible_lines(output) if line.strip()]
+    assert len(shown) < 150, len(shown)
+    text = "\n".join(shown)
+    assert "sample-000000.png unsafe" in text and "sample-000001.png safe" in text
+    assert text.count("M = P(Yes)") == 1

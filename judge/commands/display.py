@@ -146,7 +146,8 @@ def summary_table(verdicts: Sequence[Verdict], width: int) -> Table:
     violated = ["\n".join(v.violated) for v in verdicts]
     has_violated, has_why, has_irrelevant = any(violated), any(why), any(irrelevant)
     longest_id = max((len(i) for v in verdicts for i in v.violated), default=0)
-    id_width = max(8, min(longest_id, max(12, width // 4))) if has_violated else 0
+    # Ids whole where they can be: up to a third of the width, before the image name.
+    id_width = max(8, min(longest_id, max(12, width // 3))) if has_violated else 0
     # What the image and reason columns share: the width less the fixed columns and
     # 3 characters of padding and rule per column. The reason gets what it needs up to
     # half of that (at least 24), the image name the rest.
