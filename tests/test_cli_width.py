@@ -200,3 +200,30 @@ def test_explain_for_two_toy_images_is_short_and_fits(toy_models: Any, tmp_path:
     text = "\n".join(shown)
     assert "sample-000000.png unsafe" in text and "sample-000001.png safe" in text
     assert text.count("M = P(Yes)") == 1
+
+
+def test_paths_shorten_from_the_middle_keeping_the_file_name() -> None:
+    from judge.commands.display import shorten_path
+
+    path = "data/2024/batch-07/scans/front/IMG_0001.png"
+    assert shorten_path(path, 80) == path
+    assert shorten_path(path, 24) == "…/front/IMG_0001.png"
+    assert shorten_path(path, 14) == "…/IMG_0001.png"
+    long_name = "a_remarkably_long_file_name_of_a_scan_number_0001.png"
+    cut = shorten_path(f"x/{long_name}", 20)
+    assert len(cut) == 20 and cut.endswith("0001.png") and "…" in cut
+
+
+def test_the_reason_is_said_once_when_every_rule_shares_it() -> None:
+    from judge.commands.display import undecided_reason
+    from judge.engine.verdict import RuleVerdict, Verdict
+
+    down = "model failure: cannot reach http://127.0.0.1:8000/v1"
+    rules = [RuleVerdict(rule_id=r, outcome="undecided", reason=down) for r in ("a", "b")]
+    verdict = Verdict(image_id="x.png", outcome="undecided", undecided=["a", "b"], rules=rules)
+    assert undecided_reason(verdict) == f"every rule: {down}"
+    mixed = [*rules, RuleVerdict(rule_id="c", outcome="not_violated")]
+    verdict = Verdict(image_id="x.png", outcome="undecided", undecided=["a", "b"], rules=mixed)
+    assert undecided_reason(verdict) == f"a, b: {down}"
+    error = Verdict(image_id="x.png", outcome="error", error="x.png: not a raster image")
+    assert undecided_reason(error) == "not a raster image"
