@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from judge.errors import BackendError, InputError
@@ -69,7 +69,7 @@ def load_backend(
     kind: str | None = None,
     *,
     model: str | None = None,
-    server: str | None = None,
+    server: str | Sequence[str] | None = None,
     api_key: str | Secret | None = None,
     **options: Any,
 ) -> Backend:
@@ -79,7 +79,8 @@ def load_backend(
         kind: "vllm-server", "vllm", "hf" or a plugin's name; None picks "vllm-server"
             when a server is given (here or in `JUDGE_SERVER`), else "hf".
         model: model id or local folder (for a server: the model it must be serving).
-        server: base URL of an OpenAI-compatible server (default: `JUDGE_SERVER`).
+        server: base URL of an OpenAI-compatible server (default: `JUDGE_SERVER`); several
+            (a list, or comma-separated) make one fleet with prefix-aware routing.
         api_key: the key, "@path" to read it from a file, or None for the environment
             (`JUDGE_API_KEY`, `OPENAI_API_KEY`, `JUDGE_API_KEY_FILE`).
         **options: back-end options (concurrency, timeout, device, dtype, ...).
@@ -88,16 +89,27 @@ def load_backend(
         InputError: unknown kind, or an option that back end does not take.
         BackendError: the back end's library is missing or the model cannot be loaded.
     """
+    if server is not None and not isinstance(server, str):
+        server = ",".join(server)
     name = _aliases.get(kind, kind) if kind else default_kind(server)
     if name not in _BACKENDS:
         raise InputError(f"unknown back end {kind!r}; choose one of: {', '.join(backend_kinds())}")
-    factory = _factory(name)
     kwargs: dict[str, Any] = dict(options)
+    if name == "vllm-server" and server is not None:
+        # Several servers ("a,b", or a list): one fleet of replicas (judge.models.fleet).
+        from judge.models.fleet import split_servers
+
+        urls = split_servers(server)
+        if len(urls) > 1:
+            name, server, kwargs["servers"] = "vllm-fleet", None, urls
+        else:
+            server = urls[0] if urls else None
+    factory = _factory(name)
     if model is not None:
         kwargs["model"] = model
     if server is not None:
         kwargs["server"] = server
-    key = resolve_api_key(api_key) if name == "vllm-server" else api_key
+    key = resolve_api_key(api_key) if name in ("vllm-server", "vllm-fleet") else api_key
     if key is not None:
         kwargs["api_key"] = key
     _check_options(factory, name, kwargs)
@@ -134,5 +146,6 @@ def require(module: str, *, backend: str, install: str) -> Any:
 
 # The built-in back ends, registered the way a plugin's entry points would be.
 register_backend("vllm-server", "judge.models.vllm_server:VLLMServerBackend")
+register_backend("vllm-fleet", "judge.models.fleet:FleetBackend")
 register_backend("vllm", "judge.models.vllm_engine:VLLMEngineBackend")
 register_backend("hf", "judge.models.hf:HFBackend")

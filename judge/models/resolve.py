@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ def resolve_model(
     model: str | None,
     *,
     backend: str | None = None,
-    server: str | None = None,
+    server: str | Sequence[str] | None = None,
     need_model: bool = True,
 ) -> ModelChoice:
     """Resolve what the caller named (see the module's rules).
@@ -142,7 +142,7 @@ def resolve_model(
     Args:
         model: a registered name, a folder, a hub id, or None.
         backend: a back-end kind (or alias), or None to choose by the server.
-        server: a server URL; None falls back to `JUDGE_SERVER`.
+        server: a server URL, or several (a fleet); None falls back to `JUDGE_SERVER`.
         need_model: raise an InputError when an in-process back end gets no model.
 
     Raises:
@@ -150,6 +150,9 @@ def resolve_model(
             neither cached nor reachable.
     """
     kind = canonical_kind(backend) if backend else None
+    if server is not None and not isinstance(server, str):
+        # Several servers travel as one comma-separated string, like JUDGE_SERVER's.
+        server = ",".join(server) or None
     if server is None and kind in (None, "vllm-server"):
         server = os.environ.get("JUDGE_SERVER") or None
     if kind is None:
