@@ -97,6 +97,9 @@ def serve(
     log_images: Annotated[
         bool, typer.Option("--log-images", help="Keep image bytes in the decision log.")
     ] = False,
+    keep_alive: Annotated[
+        int, typer.Option(min=1, help="Seconds an idle client connection stays open.")
+    ] = 75,
     model_name: Annotated[
         str, typer.Option(help="The model name /v1/moderations reports.")
     ] = "judge-clue",
@@ -128,6 +131,7 @@ def serve(
         store=store,
         log_images=log_images,
         model_name=model_name,
+        keep_alive_s=keep_alive,
     )
     options = ModelOptions(
         model=model, backend=backend, server=server, api_key=api_key, relevance=relevance,

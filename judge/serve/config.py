@@ -86,6 +86,10 @@ class ServeConfig:
         log_images: keep each judged image's bytes in the decision log.
         model_name: the name the moderation endpoint reports as `model`.
         ready_check_s: how often /readyz re-runs the model checks at most.
+        keep_alive_s: how long an idle client connection stays open. Longer than a
+            client's or load balancer's idle time, so the service never closes a
+            connection just as a client sends on it (the client would see the request
+            fail without an answer); uvicorn's default is 5 s.
     """
 
     constitution: Path
@@ -97,3 +101,4 @@ class ServeConfig:
     log_images: bool = False
     model_name: str = "judge-clue"
     ready_check_s: float = 30.0
+    keep_alive_s: int = 75

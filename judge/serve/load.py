@@ -129,7 +129,7 @@ def data_url(data: bytes) -> str:
 class ThreadedServer:
     """A real uvicorn serving `app` on 127.0.0.1 in a thread (its signal handlers off)."""
 
-    def __init__(self, app: Any, port: int = 0) -> None:
+    def __init__(self, app: Any, port: int = 0, keep_alive_s: int = 75) -> None:
         import socket
 
         import uvicorn
@@ -142,7 +142,7 @@ class ThreadedServer:
         self.url = f"http://127.0.0.1:{port}"
         self.server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=5, timeout_keep_alive=keep_alive_s,
         ))
         self.thread = threading.Thread(target=self.server.run, name="judge-serve", daemon=True)
 
@@ -195,6 +195,7 @@ class LoadReport:
     duplicated: int
     mismatched: int
     wrong_image: int
+    logged: int | None = None  # requests the service's decision log holds (None: unknown)
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -212,7 +213,7 @@ class LoadReport:
             "p99_ms": round(self.percentile(99) * 1000, 1),
             "statuses": self.statuses, "outcomes": self.outcomes, "lost": self.lost,
             "duplicated": self.duplicated, "mismatched": self.mismatched,
-            "wrong_image": self.wrong_image,
+            "wrong_image": self.wrong_image, "logged": self.logged,
         }
 
     def line(self) -> str:
@@ -223,6 +224,7 @@ class LoadReport:
             f"p99 {d['p99_ms']} ms; statuses {d['statuses']}; outcomes {d['outcomes']}; "
             f"lost {d['lost']}, duplicated {d['duplicated']}, verdicts differing from a lone "
             f"run {d['mismatched']}, answers for another image {d['wrong_image']}"
+            + ("" if self.logged is None else f"; requests in the decision log {self.logged}")
         )
 
 
@@ -321,27 +323,33 @@ async def lone_outcomes(url: str, images: list[bytes], token: str | None = None)
     return report
 
 
-def _serve_child(port: int, concurrency: int, delay: float) -> int:
+def _serve_child(port: int, concurrency: int, delay: float, store: Path) -> int:
     """The child's part of a load run: the toy policy over ColourBackend on `port`."""
-    import tempfile
-
     import uvicorn
 
     from judge.resources import data_dir
     from judge.serve import Limits
 
-    with tempfile.TemporaryDirectory() as tmp:
-        _, app = colour_service(
-            data_dir("constitutions") / "toy.yaml", Path(tmp) / "store.sqlite3",
-            backend=ColourBackend(delay),
-            limits=Limits(max_concurrent=concurrency, max_queue=concurrency * 4),
-        )
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    _, app = colour_service(
+        data_dir("constitutions") / "toy.yaml", store, backend=ColourBackend(delay),
+        limits=Limits(max_concurrent=concurrency, max_queue=concurrency * 4),
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=75)
     return 0
 
 
+def logged_requests(store: Path) -> int:
+    """How many moderation requests the service's decision log holds."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        row = db.execute("SELECT COUNT(DISTINCT request_id) FROM serve_decisions "
+                         "WHERE endpoint = 'moderations'").fetchone()
+    return int(row[0])
+
+
 @contextlib.contextmanager
-def _child(concurrency: int, delay: float) -> Iterator[str]:
+def _child(concurrency: int, delay: float, store: Path) -> Iterator[str]:
     """A service in a child process (its own interpreter lock); yields its URL."""
     import socket
     import subprocess
@@ -353,7 +361,7 @@ def _child(concurrency: int, delay: float) -> Iterator[str]:
         port = int(s.getsockname()[1])
     process = subprocess.Popen([sys.executable, "-m", "judge.serve.load", "--serve-port",
                                 str(port), "--concurrency", str(concurrency),
-                                "--delay", str(delay)])
+                                "--delay", str(delay), "--serve-store", str(store)])
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -385,9 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Run the in-process service in a thread of this process (the "
                         "client then shares its interpreter lock) instead of a child process.")
     parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # the child's part
+    parser.add_argument("--serve-store", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_port:
-        return _serve_child(args.serve_port, args.concurrency, args.delay)
+        return _serve_child(args.serve_port, args.concurrency, args.delay, args.serve_store)
     images = [scene(i) for i in range(args.images)]
 
     async def measure(url: str, token: str | None) -> LoadReport:
@@ -398,8 +407,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.url:
         report = asyncio.run(measure(args.url.rstrip("/"), args.token))
     elif not args.same_process:
-        with _child(args.concurrency, args.delay) as url:
-            report = asyncio.run(measure(url, None))
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Path(tmp) / "store.sqlite3"
+            with _child(args.concurrency, args.delay, store) as url:
+                report = asyncio.run(measure(url, None))
+            # The lone run's requests are logged too.
+            report.logged = logged_requests(store) - len(images)
     else:
         import tempfile
 

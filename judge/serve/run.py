@@ -97,6 +97,7 @@ def serve(
     server = uvicorn.Server(uvicorn.Config(
         guarded(app, service), host=host, port=port, log_level=log_level, lifespan="on",
         timeout_graceful_shutdown=graceful_s, server_header=False,
+        timeout_keep_alive=service.config.keep_alive_s,
     ))
     server.run()
     return bool(server.started)
