@@ -161,6 +161,9 @@ def test_tokens(served: Running) -> None:
     # Open paths need none.
     for path in ("/healthz", "/metrics", "/openapi.json", "/readyz"):
         assert served.get(path, token=None).status_code == 200, path
+    # Readiness details (paths, URLs) only with a token.
+    assert "found" not in served.get("/readyz", token=None).json()["checks"][0]
+    assert "found" in served.get("/readyz").json()["checks"][0]
     # The audit log names the token, never shows it.
     first = served.post("/v1/moderations", token=TOKEN, json=body).json()["id"]
     second = served.post("/v1/moderations", token=OTHER, json=body).json()["id"]
@@ -526,3 +529,23 @@ def test_bad_input_exits_2_before_any_model_loads(
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_readme_examples_run(served: Running) -> None:
+    """The README's Python examples for the service, against this one."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A moderation service: `judge serve`", 1)[1].split("\n## ", 1)[0]
+    examples = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    assert len(examples) == 2
+    for code in examples:
+        code = code.replace("http://127.0.0.1:8080", served.url)
+        result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "TOKEN": TOKEN})
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip(), code

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from judge import __version__
+from judge.serve.auth import bearer
 from judge.serve.guard import Guard
 from judge.serve.inputs import ImageBytes, check_bytes, fetch_remote, from_base64, from_data_url
 from judge.serve.moderation import (
@@ -225,8 +226,13 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/readyz", summary="A policy is loaded and the model passes its checks",
              responses={503: {"description": "Not ready, with the failed checks"}})
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
         ready, checks = await service.readiness()
+        tokens = service.config.tokens
+        if tokens.enabled and tokens.check(bearer(request.headers.get("authorization"))) is None:
+            # Open to probes, but what each check found (model paths, server URLs) only
+            # to a caller with a token.
+            checks = [{"name": c["name"], "ok": c["ok"]} for c in checks]
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
