@@ -377,6 +377,24 @@ def test_a_model_that_is_down_is_flagged_never_safe(policy: Path, tmp_path: Path
         running.server.stop()
 
 
+class _Broken(ColourBackend):
+    async def yes_no(self, queries: Any) -> Any:
+        raise RuntimeError("a bug in a back end")
+
+
+def test_an_unexpected_error_fails_closed_not_500(policy: Path, tmp_path: Path) -> None:
+    running = start(policy, tmp_path, backend=_Broken())
+    try:
+        response = running.post("/v1/moderations", json={"input": [part(png())]})
+        assert response.status_code == 200, response.text
+        result = response.json()["results"][0]
+        assert result["flagged"] is True and result["judge"]["outcome"] == "undecided"
+        assert "internal error (RuntimeError)" in result["judge"]["rules"][0]["reason"]
+        assert "a bug" not in response.text  # the detail stays in the service's log
+    finally:
+        running.server.stop()
+
+
 def test_fail_open_and_timeouts(policy: Path, tmp_path: Path) -> None:
     running = start(policy, tmp_path, backend=ColourBackend(delay=2.0), fail_closed=False,
                     limits=Limits(request_timeout_s=0.3))

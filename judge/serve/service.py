@@ -37,11 +37,10 @@ class Judged:
     lock_hash: str
 
 
-def timed_out(image_id: str, sha256: str, rule_ids: list[str], seconds: float) -> Any:
-    """The verdict of an image whose judging ran past the timeout: every rule undecided."""
+def all_undecided(image_id: str, sha256: str, rule_ids: list[str], reason: str) -> Any:
+    """The verdict of an image the Judge gave no verdict for: every rule undecided."""
     from judge import RuleVerdict, Verdict
 
-    reason = f"timed out after {seconds:g} s (the model is slow or unreachable)"
     return Verdict(
         image_id=image_id,
         sha256=sha256,
@@ -57,6 +56,8 @@ def _cause(verdict: Any) -> str | None:
     reasons = " ".join(r.reason or "" for r in verdict.rules if r.outcome == "undecided")
     if "timed out" in reasons:
         return "timeout"
+    if "internal error" in reasons:
+        return "internal_error"
     if "model failure" in reasons:
         return "model_failure"
     return "uncertain"
@@ -173,7 +174,18 @@ class Service:
                 policy.judge.ajudge((image_id, image.data)), timeout=timeout
             )
         except TimeoutError:
-            verdict = timed_out(image_id, image.sha256, policy.rule_ids, timeout)
+            verdict = all_undecided(
+                image_id, image.sha256, policy.rule_ids,
+                f"timed out after {timeout:g} s (the model is slow or unreachable)",
+            )
+        except Exception as error:
+            # A bug must not answer "safe", nor a bare 500: fail closed, with the trace
+            # in the log and only the error's type in the answer.
+            logging.getLogger("judge.serve").exception("judging %s failed", image_id)
+            verdict = all_undecided(
+                image_id, image.sha256, policy.rule_ids,
+                f"internal error ({type(error).__name__}); see the service's log",
+            )
         total = time.perf_counter() - started
         if rules is not None:
             verdict = restrict(verdict, rules)
