@@ -230,7 +230,7 @@ def test_limits(served: Running) -> None:
 
 
 def test_a_full_queue_answers_429_with_retry_after(policy: Path, tmp_path: Path) -> None:
-    running = start(policy, tmp_path, backend=ColourBackend(delay=0.5),
+    running = start(policy, tmp_path, backend=ColourBackend(delay=1.0),
                     limits=Limits(max_concurrent=1, max_queue=1, retry_after_s=3))
     try:
         body = {"input": [part(png("blue"))]}
@@ -439,7 +439,10 @@ def test_reload_swaps_atomically_and_refuses_a_bad_policy(policy: Path, tmp_path
         thread = threading.Thread(target=lambda: slow.append(running.post(
             "/v1/moderations", json={"input": [part(png("blue"))]})))
         thread.start()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while running.service.admission.running == 0:  # the request holds its policy now
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         _rewrite(mine, "id: blue-anywhere", "id: blue-somewhere")
         reloaded = running.post("/v1/policy/reload")
         assert reloaded.status_code == 200 and reloaded.json()["reloaded"], reloaded.text
