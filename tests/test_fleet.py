@@ -307,3 +307,66 @@ def test_generation_follows_the_image(misbehaving_server: Any) -> None:
     assert json.loads(generations[0].text)["rating"] == "Yes"
     # The Yes/No query and the chat about the image went to the same replica.
     assert {a.chat_count, b.chat_count} == {0, 2}
+
+
+# -- the command line: --server repeated -------------------------------------------------
+
+POLICY = """\
+name: colours
+rules:
+  - id: no-red
+    text: Images must not show a red shape.
+    preconditions:
+      - a red shape
+"""
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from judge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as done:
+            code = int(done.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_judge_with_server_repeated_uses_the_fleet(
+    misbehaving_server: Any, down_url: str, tmp_path: Any
+) -> None:
+    from judge.constitution import Constitution
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    constitution = Constitution.load(policy)
+    constitution.compile(None)  # a hand-written chain: no model needed
+    constitution.save_lock()
+    images = []
+    for n in range(4):
+        path = tmp_path / f"img{n}.png"
+        Image.new("RGB", (24, 24), (200, 20 * n, 20)).save(path)
+        images.append(str(path))
+    a, b = misbehaving_server(), misbehaving_server()
+    common = ["--constitution", str(policy), "--relevance", "off", "--locator", "off",
+              "--store", str(tmp_path / "s.db"), "--json"]
+    code, out, err = _cli(*images, *common, "--server", a.url, "--server", b.url)
+    assert code == 1, err  # the fake says Yes: unsafe
+    document = json.loads(out)
+    assert {v["run"]["backend"] for v in document["verdicts"]} == {"vllm-fleet"}
+    assert a.chat_count > 0 and b.chat_count > 0
+    # A replica that is down at the start is left out; the other judges every image.
+    code, out, err = _cli(*images, *common, "--server", down_url, "--server", a.url)
+    assert code == 1, err
+    assert all(v["outcome"] == "unsafe" for v in json.loads(out)["verdicts"])
+    # Every replica down: each image undecided with the reason, exit code 3, no traceback.
+    code, out, err = _cli(*images, *common, "--server", down_url, "--server", "http://127.0.0.1:9")
+    assert code == 3 and "Traceback" not in err, err
+    verdicts = json.loads(out)["verdicts"]
+    assert {v["outcome"] for v in verdicts} == {"undecided"}
+    assert "no server of the fleet can be used" in json.dumps(verdicts)

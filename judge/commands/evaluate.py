@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from judge.commands.app import app
+from judge.commands.servers_option import ServersOption, server_arg
 from judge.constitution import Constitution
 from judge.errors import InputError
 from judge.evaluate.datasets import LabelledSet
@@ -31,10 +32,7 @@ ModelOption = Annotated[
 BackendOption = Annotated[
     str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
 ]
-ServerOption = Annotated[
-    str | None,
-    typer.Option(help="OpenAI-compatible server URL (vLLM) (default: JUDGE_SERVER)."),
-]
+ServerOption = ServersOption  # repeatable: several replicas make one fleet
 KeyOption = Annotated[
     str | None,
     typer.Option(
@@ -167,7 +165,7 @@ def eval_(
         constitution_name=policy.spec.name,
         models=list(model) if model else [None],
         backend=backend,
-        server=server,
+        server=server_arg(server),
         api_key=api_key,
         relevance=relevance,
         locator=locator,
@@ -271,7 +269,7 @@ def calibrate(
         holdout=holdout,
         model=model,
         backend=backend,
-        server=server,
+        server=server_arg(server),
         api_key=api_key,
         relevance=relevance,
         locator=locator,

@@ -35,6 +35,7 @@ from rich.markup import escape
 
 from judge.commands.app import app
 from judge.commands.display import LEGEND, display_names, explain_trees, summary_table
+from judge.commands.servers_option import ServersOption, server_arg
 from judge.engine.judge import Judge
 from judge.engine.procedure import JudgeOptions
 from judge.engine.verdict import Verdict, unreadable
@@ -184,10 +185,7 @@ def run(
     backend: Annotated[
         str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
     ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(help="OpenAI-compatible (vLLM) server URL (default: JUDGE_SERVER)."),
-    ] = None,
+    server: ServersOption = None,
     relevance: Annotated[
         str | None,
         typer.Option(
@@ -273,7 +271,8 @@ def run(
     }
     readable = [p for p in todo if problems[p] is None]
     # Compiling may start a model too: only when there is something to judge.
-    policy = _policy(constitution, compile_lock and bool(readable), model, backend, server)
+    servers = server_arg(server)  # several: one fleet (judge.models.fleet)
+    policy = _policy(constitution, compile_lock and bool(readable), model, backend, servers)
     writer = JsonlWriter(jsonl) if jsonl else None
     err = Console(stderr=True)
     source: str | None = None
@@ -287,7 +286,7 @@ def run(
                     policy,
                     model=model,
                     backend=backend,
-                    server=server,
+                    server=servers,
                     relevance=relevance,
                     locator=locator,
                     thresholds=thresholds,

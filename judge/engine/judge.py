@@ -26,6 +26,7 @@ from collections.abc import (
     Awaitable,
     Iterable,
     Iterator,
+    Sequence,
 )
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,6 +130,8 @@ class Judge:
         backend: a `Backend`, or its kind ("hf", "vllm", "vllm-server"); None picks
             "vllm-server" when a server is given (or `JUDGE_SERVER` is set), else "hf".
         server: base URL of an OpenAI-compatible (vLLM) server (default: `JUDGE_SERVER`).
+        servers: several such servers, replicas of one model: one fleet with prefix-aware
+            routing and failover (`judge.models.fleet`); `server` is then ignored.
         api_key: the server's key, "@path" for a file, or None for the environment.
         relevance: "clip:<id|path>", "siglip:<id|path>", "vlm", "off", or None for the
             default (the named model's own, e.g. the toy CLIP, else CLIP ViT-B/16).
@@ -153,6 +156,7 @@ class Judge:
         model: str | None = None,
         backend: str | Backend | None = None,
         server: str | None = None,
+        servers: Sequence[str] | None = None,
         api_key: str | None = None,
         relevance: str | None = None,
         locator: str | None = None,
@@ -175,7 +179,8 @@ class Judge:
             choice = ModelChoice(backend.kind, None, None, named_models(model), model)
             self._backend = backend
         else:
-            choice = resolve_model(model, backend=backend or defaults.backend, server=server)
+            where = list(servers) if servers else server
+            choice = resolve_model(model, backend=backend or defaults.backend, server=where)
             self._backend = choice.open(api_key)
         self._relevance = self._make_relevance(relevance or defaults.relevance_model, choice)
         self._locator = self._make_locator(locator or defaults.locator_model, choice)
