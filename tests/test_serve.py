@@ -193,6 +193,26 @@ def test_token_sources(tmp_path: Path) -> None:
         load_tokens(None, env="a:abcdefgh1,a:abcdefgh2")
 
 
+def test_a_reload_rereads_the_tokens_file(policy: Path, tmp_path: Path) -> None:
+    from judge.serve import load_tokens
+
+    file = tmp_path / "tokens"
+    file.write_text(f"ops:{TOKEN}\n")
+    running = start(policy, tmp_path, tokens=load_tokens(file), tokens_file=file)
+    try:
+        file.write_text(f"ops:{OTHER}\n")
+        reloaded = running.post("/v1/policy/reload", token=TOKEN)
+        assert reloaded.status_code == 200 and "1 token(s) read" in reloaded.json()["message"]
+        assert running.get("/v1/policy", token=TOKEN).status_code == 401
+        assert running.get("/v1/policy", token=OTHER).status_code == 200
+        file.write_text("short\n")  # refused: the tokens stay as they were
+        kept = running.post("/v1/policy/reload", token=OTHER)
+        assert "tokens kept as they were" in kept.json()["message"]
+        assert running.get("/v1/policy", token=OTHER).status_code == 200
+    finally:
+        running.server.stop()
+
+
 # ---- limits ----------------------------------------------------------------------------------
 
 

@@ -113,6 +113,7 @@ def serve(
     config = ServeConfig(
         constitution=constitution,
         tokens=load_tokens(tokens_file),
+        tokens_file=tokens_file,
         limits=Limits(
             max_body_bytes=max_body_bytes,
             max_image_bytes=max_image_bytes,

@@ -91,7 +91,7 @@ def create_app(service: Service) -> FastAPI:
 
 def guarded(app: FastAPI, service: Service) -> Guard:
     """The ASGI app to serve: `app` behind authentication and the body limit."""
-    return Guard(app, tokens=service.config.tokens,
+    return Guard(app, tokens=lambda: service.tokens,
                  max_body=service.config.limits.max_body_bytes, metrics=service.metrics)
 
 
@@ -228,7 +228,7 @@ def _routes(app: FastAPI, service: Service) -> None:
              responses={503: {"description": "Not ready, with the failed checks"}})
     async def readyz(request: Request) -> JSONResponse:
         ready, checks = await service.readiness()
-        tokens = service.config.tokens
+        tokens = service.tokens
         if tokens.enabled and tokens.check(bearer(request.headers.get("authorization"))) is None:
             # Open to probes, but what each check found (model paths, server URLs) only
             # to a caller with a token.

@@ -78,6 +78,8 @@ class ServeConfig:
         constitution: the policy file (its lock beside it), re-read on reload.
         tokens: the bearer tokens; empty means no authentication (loopback use only,
             and the command refuses it on other addresses unless told).
+        tokens_file: where `tokens` came from, re-read on every reload (so tokens can be
+            rotated without a restart); None: they do not change.
         limits: request and load limits.
         remote: the remote-URL policy.
         fail_closed: True (the default): an image with an undecided rule is flagged, with
@@ -94,6 +96,7 @@ class ServeConfig:
 
     constitution: Path
     tokens: Tokens = field(default_factory=Tokens)
+    tokens_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     remote: RemoteImages = field(default_factory=RemoteImages)
     fail_closed: bool = True

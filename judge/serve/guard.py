@@ -38,7 +38,10 @@ async def send_error(send: Send, error: ApiError) -> None:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, tokens: Tokens, max_body: int, metrics: Any) -> None:
+    def __init__(
+        self, app: ASGIApp, *, tokens: Callable[[], Tokens], max_body: int, metrics: Any
+    ) -> None:
+        # `tokens` is read per request: a reload may replace them.
         self.app, self.tokens, self.max_body, self.metrics = app, tokens, max_body, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,8 +67,9 @@ class Guard:
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
-        if self.tokens.enabled and path not in OPEN_PATHS:
-            name = self.tokens.check(bearer(headers.get("authorization")))
+        tokens = self.tokens()
+        if tokens.enabled and path not in OPEN_PATHS:
+            name = tokens.check(bearer(headers.get("authorization")))
             if name is None:
                 self.metrics.rejected.labels("unauthorized").inc()
                 await send_error(send, ApiError(

@@ -68,6 +68,7 @@ class Service:
         self, config: ServeConfig, *, backend: Any, options: ModelOptions, store: Any
     ) -> None:
         self.config, self.backend, self.store = config, backend, store
+        self.tokens = config.tokens
         limits = config.limits
         self.admission = Admission(limits.max_concurrent, limits.max_queue, limits.retry_after_s)
         self.holder = PolicyHolder(config.constitution, options, backend, store)
@@ -103,9 +104,26 @@ class Service:
         return self.holder.active
 
     async def reload(self) -> tuple[bool, str, ActivePolicy | None]:
+        """Re-read the tokens file (if any) and the policy; each failure keeps the old."""
+        note = self._reload_tokens()
         changed, message, active = await self.holder.reload()
         self.metrics.reloads.labels("accepted" if changed else "refused").inc()
-        return changed, message, active
+        return changed, message + note, active
+
+    def _reload_tokens(self) -> str:
+        path = self.config.tokens_file
+        if path is None:
+            return ""
+        from judge.errors import JudgeError
+        from judge.serve.auth import load_tokens
+
+        try:
+            fresh = load_tokens(path)
+        except JudgeError as error:
+            self.metrics.reloads.labels("tokens_refused").inc()
+            return f"; tokens kept as they were: {error}"
+        self.tokens = fresh  # one assignment: a request sees the old set or the new
+        return f"; {len(fresh.names)} token(s) read from {path.name}"
 
     async def judge_images(
         self,
