@@ -26,7 +26,7 @@ def test_an_unreadable_file_next_to_an_unsafe_image_is_not_a_complete_run(
     red, missing = str(world["images"] / "red.png"), str(world["dir"] / "missing.png")
     result = judge_cli(world, red, missing)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "1 images judged: 0 safe, 1 unsafe, 0 undecided" in result.stdout
+    assert "1 image judged: 0 safe, 1 unsafe, 0 undecided" in result.stdout
     assert "1 unreadable file(s) NOT judged" in result.stdout
     document = json.loads(judge_cli(world, red, missing, "--json").stdout)
     summary = document["summary"]

@@ -404,8 +404,9 @@ def summarise(verdicts: Sequence[Verdict], relevance_source: str | None = None) 
 def summary_line(summary: dict[str, Any], skipped: int = 0) -> str:
     """One line: what was judged, what could not be, and what the relevance scan skipped."""
     note = f" ({skipped} already in the JSONL file)" if skipped else ""
+    images = "1 image" if summary["images"] == 1 else f"{summary['images']} images"
     line = (
-        f"{summary['images']} images judged{note}: {summary['safe']} safe, "
+        f"{images} judged{note}: {summary['safe']} safe, "
         f"{summary['unsafe']} unsafe, {summary['undecided']} undecided"
     )
     if summary["unreadable"]:
