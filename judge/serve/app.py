@@ -16,6 +16,7 @@ document still states each body's schema (`openapi_extra`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -106,11 +107,16 @@ def _on_sighup(service: Service) -> None:
         _, message, _ = await service.reload()
         log.warning("SIGHUP: %s", message)
 
-    try:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
-        pass  # not the main thread (tests), or no SIGHUP here: the endpoint still works
+    running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    def start() -> None:
+        task = asyncio.get_running_loop().create_task(reload())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    # Not in the main thread (tests), or no SIGHUP on this system: the endpoint still works.
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, start)
 
 
 def _handlers(app: FastAPI, service: Service) -> None:

@@ -161,6 +161,12 @@ class PolicyHolder:
             shown = f"{old.lock_hash} -> " if old else ""
             return True, f"policy loaded (lock {shown}{fresh.lock_hash})", fresh
 
+    def load_first(self) -> ActivePolicy:
+        """Build the first policy now (blocking), so a problem with it is an error of the
+        command that starts the service, not of a server that already listens."""
+        self.active = self.build()
+        return self.active
+
     def current(self) -> ActivePolicy:
         if self.active is None:
             raise InputError("no policy is loaded")

@@ -74,7 +74,10 @@ def build_service(config: ServeConfig, options: ModelOptions, backend: Any = Non
 
         options = replace(options, model=model)
     store = Store(config.store)
-    return Service(config, backend=backend, options=options, store=store)
+    service = Service(config, backend=backend, options=options, store=store)
+    # The relevance and locator models load here: a missing one is the command's error.
+    service.holder.load_first()
+    return service
 
 
 def serve(
