@@ -1,0 +1,170 @@
+"""`judge batch INPUT... --constitution POLICY --out OUT.parquet`: judging on Ray Data.
+
+The model options mean what they mean for `judge`; `--server` repeated judges through a
+fleet of vLLM replicas. Exit codes as `judge`'s, over everything the output folder holds:
+2 an unreadable image, 3 an undecided one, 1 an unsafe one, 0 all safe. Bad options or
+inputs exit 2 before Ray starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from judge.commands.app import app
+from judge.commands.servers_option import ServersOption, server_arg
+from judge.errors import InputError
+
+
+def _thresholds(path: Path | None) -> dict[str, Any] | None:
+    """The overrides file, read and checked here (workers may not see the file)."""
+    if path is None:
+        return None
+    import yaml
+
+    from judge.engine.judge import load_thresholds
+
+    load_thresholds(path)  # the same checks and messages as `judge --thresholds`
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and isinstance(data.get("thresholds"), dict):
+        data = data["thresholds"]
+    return dict(data)
+
+
+@app.command("batch")
+def batch(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders, globs, JSONL manifests (an `image` path per line) "
+            "or Parquet files with the image bytes embedded (an `image` column)."
+        ),
+    ],
+    constitution: Annotated[
+        Path, typer.Option("--constitution", "-c", help="The policy (its lock must be fresh).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output folder of Parquet parts; a rerun resumes it."
+        ),
+    ],
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="'local' (start Ray here) or a cluster address (default: RAY_ADDRESS, "
+            "else local).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Judge model: a folder, a hub id, or a registered name.")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
+    ] = None,
+    server: ServersOption = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="Server key, or @FILE (default: JUDGE_API_KEY)."),
+    ] = None,
+    relevance: Annotated[
+        str | None, typer.Option(help="Relevance scorer: clip:<id|path>, siglip:..., vlm, off.")
+    ] = None,
+    locator: Annotated[str | None, typer.Option(help="OWLv2 id or folder, or off.")] = None,
+    thresholds: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file of threshold overrides.")
+    ] = None,
+    fill: Annotated[str, typer.Option(help="Central-region fill: mean, blur or black.")] = "mean",
+    no_relevance: Annotated[bool, typer.Option("--no-relevance")] = False,
+    no_center: Annotated[bool, typer.Option("--no-center")] = False,
+    no_cascade: Annotated[bool, typer.Option("--no-cascade")] = False,
+    first_violation: Annotated[bool, typer.Option("--first-violation")] = False,
+    all_frames: Annotated[bool, typer.Option("--all-frames")] = False,
+    allow_unreviewed: Annotated[bool, typer.Option("--allow-unreviewed")] = False,
+    allow_outside_paths: Annotated[
+        bool,
+        typer.Option("--allow-outside-paths", help="Let manifest paths leave their folder."),
+    ] = False,
+    actors: Annotated[int, typer.Option(min=1, help="Judge actors (one Judge each).")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per actor call.")] = 16,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1024, help="Images in flight inside each actor.")
+    ] = 8,
+    num_cpus: Annotated[float, typer.Option(min=0.0, help="CPUs per actor.")] = 1.0,
+    num_gpus: Annotated[
+        float, typer.Option(min=0.0, help="GPUs per actor (1: in-process vLLM on a GPU each).")
+    ] = 0.0,
+    part_rows: Annotated[int, typer.Option(min=1, help="Rows per output part (at most).")] = 256,
+    part_seconds: Annotated[
+        float, typer.Option(min=0.0, help="Write a part at least this often (seconds).")
+    ] = 10.0,
+    store: Annotated[
+        Path | None, typer.Option(help="SQLite store (default: <cache>/judge.sqlite3).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Judge many images on Ray Data into resumable Parquet (one row per image)."""
+    from rich.console import Console
+
+    from judge.batch import ActorSpec, BatchOptions, run_batch
+    from judge.constitution import Constitution
+    from judge.engine.judge import _check_review
+    from judge.engine.procedure import JudgeOptions
+    from judge.models.resolve import resolve_model
+
+    if out.suffix.lower() != ".parquet" and not out.is_dir():
+        raise InputError(f"--out {out}: name the output folder OUT.parquet")
+    options = JudgeOptions(
+        relevance=not no_relevance,
+        center=not no_center,
+        cascade=not no_cascade,
+        first_violation=first_violation,
+        all_frames=all_frames,
+        fill=fill,  # type: ignore[arg-type]  # JudgeOptions checks the name
+    )
+    policy = Constitution.load(constitution)
+    lock = policy.lock
+    _check_review(lock, allow_unreviewed)
+    servers = server_arg(server)
+    # Model options are checked here, in seconds, not in every actor after Ray starts.
+    resolve_model(model or lock.defaults.model, backend=backend or lock.defaults.backend,
+                  server=servers)
+    spec = ActorSpec(
+        lock=lock,
+        model=model,
+        backend=backend,
+        server=servers,
+        api_key=api_key,
+        relevance=relevance,
+        locator=locator,
+        thresholds=_thresholds(thresholds),
+        options=options,
+        store=str(store) if store else None,
+        allow_unreviewed=allow_unreviewed,
+        concurrency=concurrency,
+    )
+    err = Console(stderr=True, highlight=False)
+    report = run_batch(
+        BatchOptions(
+            inputs=list(inputs),
+            out=out,
+            spec=spec,
+            ray=ray_address,
+            actors=actors,
+            batch_size=batch_size,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            part_rows=part_rows,
+            part_seconds=part_seconds,
+            allow_outside=allow_outside_paths,
+            progress=progress,
+        ),
+        err,
+    )
+    typer.echo(report.summary())
+    code = report.exit_code()
+    if code:
+        raise typer.Exit(code)
