@@ -39,8 +39,7 @@ def check_exposure(config: ServeConfig, host: str, allow_no_auth: bool) -> None:
 
 
 def build_service(config: ServeConfig, options: ModelOptions, backend: Any = None) -> Service:
-    """Check the policy and open the back end (and the store); the first policy is built
-    on the server's loop at start-up.
+    """Check the policy, open the back end and the store, and build the first policy.
 
     Raises:
         JudgeError: a bad policy (exit 2), rules needing review (8), a model that cannot
