@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from judge.commands.app import app
+from judge.commands.servers_option import ServersOption, server_arg
 
 
 @app.command("serve")
@@ -22,10 +23,7 @@ def serve(
     backend: Annotated[
         str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
     ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(help="OpenAI-compatible (vLLM) server URL (default: JUDGE_SERVER)."),
-    ] = None,
+    server: ServersOption = None,
     api_key: Annotated[
         str | None, typer.Option(help="The model server's key, or @file (default: JUDGE_API_KEY).")
     ] = None,
@@ -135,7 +133,8 @@ def serve(
         keep_alive_s=keep_alive,
     )
     options = ModelOptions(
-        model=model, backend=backend, server=server, api_key=api_key, relevance=relevance,
+        model=model, backend=backend, server=server_arg(server), api_key=api_key,
+        relevance=relevance,
         locator=locator, thresholds=thresholds, allow_unreviewed=allow_unreviewed,
         no_relevance=no_relevance, no_center=no_center, no_cascade=no_cascade, fill=fill,
     )
