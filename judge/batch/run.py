@@ -162,9 +162,6 @@ def _dataset(ray: Any, opts: BatchOptions, sources: list[dict[str, Any]], done: 
         compute=ActorPoolStrategy(size=opts.actors),
         num_cpus=opts.num_cpus,
         num_gpus=opts.num_gpus or None,
-        # A restarted actor would re-judge its batch; the rows of a lost batch are judged
-        # by the next run instead (they were never written).
-        max_restarts=0,
     )
 
 
