@@ -10,7 +10,9 @@ Sections, each printed as ratios (../shared/DESIGN.md "Speed", issue 7):
 3. scaling: images/s at image concurrency 1, 4, 16 and 64;
 4. memory: this process's RSS while it streams many images (flat, not growing);
 5. compile: precondition extraction for a 100-rule constitution, batched vs sequential;
-6. gpu: s/image and images/s with a real model on a GPU, when one is given.
+6. gpu: s/image and images/s with a real model on a GPU, when one is given;
+7. fleet: two or more replicas, prefix-aware routing against round-robin
+   (judge.bench.fleet).
 
 Images come from the toy world's scene generator, drawn lazily, with disjoint seeds per
 section so no section is served from another's prefix cache. Where the server allows it
@@ -34,6 +36,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from judge.bench.fleet import fleet_summary, run_fleet_section
 from judge.bench.naive import NaiveJudge, same_verdicts
 from judge.bench.probes import (
     PREFIX_HITS,
@@ -58,8 +61,9 @@ SPEEDUP_TARGET = 5.0
 FLAT_TARGET = 1.10  # late/early RSS at most this
 
 # Seeds of each section's scenes; far apart so sections never share an image.
-SECTIONS: tuple[str, ...] = ("prefill", "naive", "scaling", "memory", "compile", "gpu")
-SERVER_SECTIONS = SECTIONS[:-1]  # all but "gpu" need the (vLLM) server
+SECTIONS: tuple[str, ...] = ("prefill", "naive", "scaling", "memory", "compile", "gpu", "fleet")
+# These need the (vLLM) server; "gpu" needs none, and "fleet" its own replicas.
+SERVER_SECTIONS = SECTIONS[:5]
 
 SEEDS = {"warmup": 900_000, "main": 100_000, "scaling": 200_000, "memory": 300_000, "gpu": 400_000}
 
@@ -85,6 +89,8 @@ class BenchConfig:
     gpu_images: int = 200
     options: Any = None  # JudgeOptions for both judges; None: the defaults
     sections: tuple[str, ...] = SECTIONS
+    fleet_servers: tuple[str, ...] = ()  # two or more replicas for the fleet section
+    fleet_images: int = 24
 
 
 @dataclass
@@ -130,6 +136,7 @@ class BenchResult:
             f"compile_batched/seq={fmt('compile_speedup', '.1f', 'x')}",
             "gpu=" + (fmt("gpu_images_per_s", ".2f", " img/s") if "gpu_images_per_s" in s
                       else "skipped"),
+            fleet_summary(s),
         ]
         return "bench: " + " | ".join(parts)
 
@@ -335,6 +342,8 @@ class Bench:
             await self._server_sections(wanted)
         if "gpu" in wanted:
             await self._gpu()
+        if "fleet" in wanted:
+            await run_fleet_section(self, self.config.fleet_servers, self.config.fleet_images)
         self._tmp.cleanup()
         return self.result
 

@@ -3,6 +3,7 @@ and compile time, in one run (see judge/bench/run.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -36,10 +37,11 @@ def _sections(text: str | None) -> tuple[str, ...]:
 
 @app.command(name="bench")
 def bench(
-    server: str | None = typer.Option(
+    server: list[str] | None = typer.Option(
         None,
         "--server",
-        help="A running vLLM server (base URL; default: JUDGE_SERVER, else start one locally).",
+        help="A running vLLM server (base URL; default: JUDGE_SERVER, else start one locally). "
+        "Repeat it for the fleet section's replicas (the other sections use the first).",
     ),
     model: str = typer.Option(
         "toy",
@@ -81,8 +83,13 @@ def bench(
     sections: str | None = typer.Option(
         None,
         "--sections",
-        help="Sections, comma-separated: prefill, naive, scaling, memory, compile, gpu "
-        "(default: all of them).",
+        help="Sections, comma-separated: prefill, naive, scaling, memory, compile, gpu, "
+        "fleet (default: all of them; fleet needs two --server URLs, or is asked for by "
+        "name and then starts two local replicas).",
+    ),
+    fleet_images: int | None = typer.Option(
+        None, "--fleet-images", help="Images per routing policy in the fleet section "
+        "(default: 24, 12 with --quick)."
     ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the results here (default: no file)."
@@ -103,7 +110,9 @@ def bench(
 
     chosen = _sections(sections)
     # --model and --server mean what they mean everywhere (judge.models.resolve).
-    server = server or os.environ.get("JUDGE_SERVER") or None
+    from judge.models.fleet import split_servers
+
+    servers = split_servers(server or os.environ.get("JUDGE_SERVER"))
     named = named_models(model)
     if named is not None:
         relevance = relevance or named.relevance()
@@ -124,23 +133,40 @@ def bench(
         gpu_model=gpu_model,
         gpu_images=gpu_images,
         sections=chosen,
+        fleet_servers=tuple(servers) if len(servers) > 1 else (),
+        fleet_images=fleet_images if fleet_images is not None else (12 if quick else 24),
     )
-    if not set(config.sections) & set(SERVER_SECTIONS):
-        result = run_bench(config, console)  # the GPU section needs no server
-    elif server is not None:
-        config.server = server
-        config.model = named.served_name if named is not None else model
-        result = run_bench(config, console)
-    else:
-        from judge.bench.server import local_vllm_server
 
+    def model_path() -> Path:
         option = "--model /path/to/model"
-        path = Path(named.vlm() if named else check_available(model, what="model", option=option))
-        console.print(f"[dim]starting a local vLLM server for {path} (about a minute)[/]")
-        with local_vllm_server(path, served_model_name="toy-vlm" if model == "toy" else None) as s:
-            config.server = s.url
-            config.model = s.model
-            result = run_bench(config, console)
+        return Path(named.vlm() if named else check_available(model, what="model", option=option))
+
+    served_name = "toy-vlm" if model == "toy" else None
+    with contextlib.ExitStack() as stack:
+        if servers:
+            config.model = named.served_name if named is not None else model
+        wants_fleet = "fleet" in chosen and sections is not None and len(servers) < 2
+        if wants_fleet:
+            # Asked for by name with fewer than two servers: two local replicas.
+            from judge.bench.fleet import start_local_fleet
+
+            console.print("[dim]starting two local vLLM replicas for the fleet section "
+                          "(a few minutes on CPU)[/]")
+            fleet = stack.enter_context(start_local_fleet(model_path(), served_name))
+            config.fleet_servers = tuple(s.root for s in fleet)
+            config.model = config.model or fleet[0].model
+        if set(config.sections) & set(SERVER_SECTIONS):
+            if servers:
+                config.server = servers[0]
+            else:
+                from judge.bench.server import local_vllm_server
+
+                path = model_path()
+                console.print(f"[dim]starting a local vLLM server for {path} (about a minute)[/]")
+                local = stack.enter_context(local_vllm_server(path, served_model_name=served_name))
+                config.server = local.url
+                config.model = local.model
+        result = run_bench(config, console)
     if json_out is not None:
         body = {
             "summary": result.summary,
