@@ -127,3 +127,21 @@ def test_command_refuses_bad_options_before_ray(tmp_path: Path) -> None:
     code, err = run(str(tmp_path / "none*.png"), *base, "--model", "toy",
                     "--out", str(tmp_path / "o.parquet"))
     assert code == 2 and "no file matches" in err
+
+
+def test_deploy_doc_is_linked_and_its_batch_options_exist() -> None:
+    import re
+
+    from typer.main import get_command
+
+    import judge.commands.batch  # noqa: F401  (registers the command)
+    from judge.commands.app import app
+
+    root = Path(__file__).resolve().parent.parent
+    assert "(docs/deploy.md)" in (root / "README.md").read_text(encoding="utf-8")
+    doc = (root / "docs" / "deploy.md").read_text(encoding="utf-8")
+    command = get_command(app).commands["batch"]  # type: ignore[attr-defined]
+    known = {opt for p in command.params for opt in p.opts}
+    blocks = re.findall(r"```bash\n(.*?)```", doc, re.S)
+    used = {o for b in blocks if "judge batch" in b for o in re.findall(r"(--[a-z][\w-]*)", b)}
+    assert used and used <= known, used - known
