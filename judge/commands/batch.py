@@ -33,6 +33,21 @@ def _thresholds(path: Path | None) -> dict[str, Any] | None:
     return dict(data)
 
 
+def _refuse_unreviewed(lock: Any, allow: bool) -> None:
+    """As `Judge` does, but before Ray starts: a lock whose rules need review is refused."""
+    from judge.constitution.review import describe, needs_review
+    from judge.errors import ReviewError
+
+    found = needs_review(lock.enabled_rules())
+    if found and not allow:
+        raise ReviewError(
+            f"the lock of {lock.source} has {len(found)} rule(s) that need review:\n"
+            f"{describe(found)}\nFix the rules and re-compile, or judge anyway with "
+            "--allow-unreviewed",
+            rules=found,
+        )
+
+
 @app.command("batch")
 def batch(
     inputs: Annotated[
@@ -111,7 +126,6 @@ def batch(
 
     from judge.batch import ActorSpec, BatchOptions, run_batch
     from judge.constitution import Constitution
-    from judge.engine.judge import _check_review
     from judge.engine.procedure import JudgeOptions
     from judge.models.resolve import resolve_model
 
@@ -127,7 +141,7 @@ def batch(
     )
     policy = Constitution.load(constitution)
     lock = policy.lock
-    _check_review(lock, allow_unreviewed)
+    _refuse_unreviewed(lock, allow_unreviewed)
     servers = server_arg(server)
     # Model options are checked here, in seconds, not in every actor after Ray starts.
     resolve_model(model or lock.defaults.model, backend=backend or lock.defaults.backend,
