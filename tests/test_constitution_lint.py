@@ -109,9 +109,10 @@ def test_show_prints_each_rule_as_a_formula(tmp_path: Path):
     source.write_text(SPLIT)
     result = runner.invoke(app, ["show", str(source)])
     assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # `show` wraps to the terminal's width
     assert (
         "violated iff ([a knife is visible] OR [a machete] OR [sword or other blade is visible])"
-        in result.output
+        in said
     )
     shipped = runner.invoke(app, ["show", str(data_dir("constitutions") / "moderation.yaml")])
     assert shipped.exit_code == 0, shipped.output
@@ -119,7 +120,7 @@ def test_show_prints_each_rule_as_a_formula(tmp_path: Path):
         "violated iff [a syringe is visible] AND [the syringe's needle is inserted into a "
         "person's skin] AND ([a spoon or a lighter is next to the person] OR [a belt or cord "
         "is tied around the person's arm])"
-    ) in shipped.output
+    ) in " ".join(shipped.output.split())
 
 
 SHIPPED = sorted(

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from judge.commands.app import app
+from judge.commands.display import fit
 from judge.constitution import Constitution
 from judge.constitution.compiler import CompileOptions, CompileReport
 from judge.constitution.formula import formula
@@ -27,7 +28,7 @@ PolicyPaths = Annotated[list[Path], typer.Argument(help="Constitution files (YAM
 
 
 def _echo(text: str, err: bool) -> None:
-    typer.echo(text, err=err)
+    typer.echo(fit(text), err=err)
 
 
 @app.command(name="check")
@@ -264,14 +265,14 @@ def show(policies: PolicyPaths) -> None:
         state, reason = policy.lock_status()
         if state == "fresh":
             rules = policy.lock.rules
-            typer.echo(f"{path} (lock {policy.lock_path}):")
+            typer.echo(fit(f"{path} (lock {policy.lock_path}):"))
         else:
             # Without a usable lock, show what the hand-written chains say.
             rules = [hand_written(r) for r in policy.spec.rules if r.preconditions]
             missing = [r.id for r in policy.spec.rules if not r.preconditions]
-            typer.echo(f"{path} (from the source; {reason}):")
+            typer.echo(fit(f"{path} (from the source; {reason}):"))
             for rule_id in missing:
-                typer.echo(f"\n{rule_id}: not compiled yet (run `judge compile {path}`)")
+                typer.echo(fit(f"\n{rule_id}: not compiled yet (run `judge compile {path}`)"))
         found = needs_review(rules)
         for rule in rules:
             made = rule.produced_by
@@ -285,12 +286,12 @@ def show(policies: PolicyPaths) -> None:
                 tags.append(f"topic {rule.topic!r} ({made.topic})")
             if not rule.enabled:
                 tags.append("DISABLED")
-            typer.echo(f"\n{rule.id} ({'; '.join(tags)})")
+            typer.echo("\n" + fit(f"{rule.id} ({'; '.join(tags)})"))
             if rule.text != rule.source_text:
-                typer.echo(f"  objectified by {made.text}: {rule.text}")
-            typer.echo(f"  {formula(rule.preconditions)}")
+                typer.echo(fit(f"  objectified by {made.text}: {rule.text}"))
+            typer.echo(fit(f"  {formula(rule.preconditions)}"))
             if rule.id in found:
-                typer.echo(f"  NEEDS REVIEW: {'; '.join(found[rule.id])}")
+                typer.echo(fit(f"  NEEDS REVIEW: {'; '.join(found[rule.id])}"))
 
 
 @app.command(name="schema")

@@ -10,6 +10,8 @@ or a file it is plain text as wide as `COLUMNS` says (80 when unset).
 from __future__ import annotations
 
 import os
+import shutil
+import textwrap
 from collections.abc import Iterable, Sequence
 
 from rich import box as boxes
@@ -104,6 +106,25 @@ def display_names(ids: Sequence[str], width: int) -> list[str]:
             shown = shown[len(here) :]
         out.append(shorten_path(shown, width))
     return out
+
+
+def fit(text: str, indent: str = "", more: str = "    ") -> str:
+    """`text`, each of its lines wrapped at spaces to the terminal (or COLUMNS, else 80):
+    the first line after `indent`, the rest after `more` on top of it. Words are never
+    split, at hyphens or anywhere else."""
+    width = shutil.get_terminal_size((80, 24)).columns
+    out = []
+    for line in text.splitlines() or [""]:
+        lead = line[: len(line) - len(line.lstrip(" "))]
+        out += textwrap.wrap(
+            line.strip(),
+            width=max(20, width),
+            initial_indent=indent + lead,
+            subsequent_indent=indent + lead + more,
+            break_on_hyphens=False,
+            break_long_words=False,
+        ) or [""]
+    return "\n".join(out)
 
 
 # ---- the verdict table -------------------------------------------------------------------

@@ -184,14 +184,17 @@ def eval_(
         report = asyncio.run(run_evaluation(spec, db))
     for path in write_reports(out, report, list(data), lock):
         typer.echo(f"wrote {path}")
+    from judge.commands.display import fit
     from judge.evaluate.report import cell
 
     for entry in report["methods"]:
         image = entry["image"]
         typer.echo(
-            f"{entry['method']:>18} {entry['model']}: R/Acc/F1 {cell(image)}, "
-            f"fail-closed {cell(image['fail_closed'])}; "
-            f"undecided {image['undecided']}, errors {image['errors']} of {image['n']}"
+            fit(
+                f"{entry['method']} ({entry['model']}): R/Acc/F1 {cell(image)}, "
+                f"fail-closed {cell(image['fail_closed'])}; "
+                f"undecided {image['undecided']}, errors {image['errors']} of {image['n']}"
+            )
         )
 
 
@@ -278,7 +281,9 @@ def calibrate(
     )
     with Store(store) as db:
         result = asyncio.run(run_calibration(spec, db))
-    typer.echo(format_summary(result))
+    from judge.commands.display import fit
+
+    typer.echo(fit(format_summary(result)))
     if dry_run:
         typer.echo("dry run: the lock was not changed")
         return
