@@ -24,6 +24,11 @@ from judge.evaluate.report import (
 )
 
 
+def pct_sign(value: float | None) -> str:
+    """A rate in %, as the HTML's methods table shows it."""
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
 def _md(text: object) -> str:
     """Text for a table cell or a line: no table break, no line break, no raw HTML."""
     out = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
@@ -148,6 +153,34 @@ def write_markdown(report: Mapping[str, Any]) -> str:
         "images were undecided / unreadable.",
         "",
         *_paper_table(report),
+        "",
+        *_table(
+            [
+                "Method",
+                "kind",
+                "model",
+                "Recall",
+                "Accuracy",
+                "Precision",
+                "F1",
+                "ROC-AUC",
+                "PR-AUC",
+            ],
+            (
+                [
+                    m["method"],
+                    m["kind"],
+                    m["model"],
+                    pct_sign(m["image"]["recall"]),
+                    pct_sign(m["image"]["accuracy"]),
+                    pct_sign(m["image"]["precision"]),
+                    fraction(m["image"]["f1"]),
+                    fraction(m["image"].get("roc_auc")),
+                    fraction(m["image"].get("pr_auc")),
+                ]
+                for m in report["methods"]
+            ),
+        ),
     ]
     if main is not None and "per_rule" in main:
         title = f"## Per rule: {_md(main['method'])}, {_md(main['model'])}"
