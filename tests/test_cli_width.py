@@ -234,3 +234,32 @@ def test_the_reason_is_said_once_when_every_rule_shares_it() -> None:
     assert undecided_reason(verdict) == f"a, b: {down}"
     error = Verdict(image_id="x.png", outcome="error", error="x.png: not a raster image")
     assert undecided_reason(error) == "not a raster image"
+
+
+def test_model_output_is_never_read_as_markup() -> None:
+    from rich.console import Console
+
+    from judge.commands.display import explain_tree
+    from judge.engine.verdict import (
+        AlternativeEvidence,
+        PreconditionEvidence,
+        RuleVerdict,
+        Verdict,
+    )
+
+    said = "[yellow]fake[/] [link=http://x]y[/link]"
+    alt = AlternativeEvidence(
+        statement="[bold]s", outcome="met", stage="cascade", rationale=said, error=said
+    )
+    rule = RuleVerdict(
+        rule_id="[red]r",
+        outcome="violated",
+        decisive_precondition=0,
+        preconditions=[PreconditionEvidence(index=0, outcome="met", alternatives=[alt])],
+    )
+    verdict = Verdict(image_id="[i].png", outcome="unsafe", violated=["[red]r"], rules=[rule])
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(explain_tree(verdict, "[i].png"))
+    text = console.export_text()
+    assert "why: [yellow]fake[/] [link=http://x]y[/link]" in text
+    assert "[red]r violated" in text and "'[bold]s'" in text and "[i].png" in text

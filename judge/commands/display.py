@@ -241,13 +241,14 @@ def _region_line(alt: AlternativeEvidence) -> str:
 
 
 def _alt_lines(alt: AlternativeEvidence) -> list[str]:
-    """The evidence lines under one alternative: numbers, region, rationale or error."""
-    lines = [line for line in (band_line(alt), _region_line(alt)) if line]
+    """The evidence lines under one alternative, as markup: numbers, region, rationale
+    or error (model output and errors escaped, never read as markup)."""
+    lines = [escape(line) for line in (band_line(alt), _region_line(alt)) if line]
     if alt.rationale:
-        lines.append(f"why: {clip(alt.rationale, _REASON_CHARS)}")
+        lines.append(escape(f"why: {clip(alt.rationale, _REASON_CHARS)}"))
     if alt.error:
         lines.append(f"[yellow]{escape(clip(alt.error, _REASON_CHARS))}[/]")
-    return [line if line.startswith("[yellow]") else escape(line) for line in lines]
+    return lines
 
 
 def _settled(alt: AlternativeEvidence) -> str:
@@ -276,7 +277,7 @@ def _add_precondition(node: Tree, pre: PreconditionEvidence, rule: RuleVerdict) 
         alt = pre.alternatives[0]
         branch = node.add(_head(pre, rule, alt))
         for line in _alt_lines(alt):
-            branch.add(line, guide_style="dim")
+            branch.add(line)
         return
     branch = node.add(_head(pre, rule, None))
     for alt in pre.alternatives:
@@ -315,7 +316,9 @@ def explain_tree(verdict: Verdict, name: str) -> Tree:
         for pre in rule.preconditions:
             _add_precondition(node, pre, rule)
     if skipped:
-        thresholds = sorted({r.relevance_threshold for r in skipped if r.relevance_threshold})
+        thresholds = sorted(
+            {r.relevance_threshold for r in skipped if r.relevance_threshold is not None}
+        )
         limit = "/".join(f"{t:.3f}" for t in thresholds)
         listed = ", ".join(
             f"{r.rule_id} {r.relevance:.2f}" if r.relevance is not None else r.rule_id
