@@ -9,6 +9,7 @@ grey gets a missing answer), so these tests need no model weights.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -258,7 +259,7 @@ def test_model_output_is_never_read_as_markup() -> None:
         preconditions=[PreconditionEvidence(index=0, outcome="met", alternatives=[alt])],
     )
     verdict = Verdict(image_id="[i].png", outcome="unsafe", violated=["[red]r"], rules=[rule])
-    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console = Console(width=80, record=True, file=io.StringIO())
     console.print(explain_tree(verdict, "[i].png"))
     text = console.export_text()
     assert "why: [yellow]fake[/] [link=http://x]y[/link]" in text
