@@ -27,6 +27,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 N_IMAGES = 48
+FIGURES = Path(os.environ.get("JUDGE_FLEET_FIGURES", "/tmp/issue16_figures.txt"))
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +167,15 @@ def test_batch_matches_judge_jsonl_keeps_errors_and_skips_on_rerun(
         for rule in verdict["rules"]:
             expected = {"violated": True, "not_violated": False, "irrelevant": False}
             assert row[f"rule:{rule['rule_id']}"] == expected.get(rule["outcome"])
-    print(
-        f"\nbatch (Ray, 2 actors x 0.5 CPU): {N_IMAGES + 1} images in {batch_seconds:.1f} s, "
-        f"{report.images_per_s:.2f} images/s while running; judge --jsonl (one process): "
-        f"{N_IMAGES} images in {single_seconds:.1f} s ({N_IMAGES / single_seconds:.2f} images/s)"
+    line = (
+        f"judge batch (local Ray, 2 CPUs, 2 actors x 0.5 CPU, toy models in process): "
+        f"{N_IMAGES + 1} images in {batch_seconds:.1f} s ({report.images_per_s:.2f} images/s, "
+        f"actor start-up included); judge --jsonl in one process: {N_IMAGES} images in "
+        f"{single_seconds:.1f} s ({N_IMAGES / single_seconds:.2f} images/s)"
     )
+    print("\n" + line)
+    with contextlib.suppress(OSError), FIGURES.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
 
     again = run_batch(_options(world, out))
     assert again.judged == 0 and again.skipped == N_IMAGES + 1
@@ -211,3 +216,24 @@ def test_sigkill_of_the_driver_then_resume_loses_and_repeats_nothing(
     assert len(after) == N_IMAGES + 1 and max(ids.values()) == 1, ids.most_common(3)
     shas = Counter(r["sha256"] for r in after if r["sha256"])
     assert max(shas.values()) == 1
+
+
+def test_batch_actors_judge_through_a_server_fleet(
+    ray_session: str, world: dict[str, Any], tmp_path: Path, misbehaving_server: Any
+) -> None:
+    """Actors that hold no model: each Judge talks to a fleet of (fake) replicas."""
+    from judge.batch import ActorSpec, BatchOptions, run_batch
+    from judge.constitution import Constitution
+
+    a, b = misbehaving_server(), misbehaving_server()
+    spec = ActorSpec(
+        lock=Constitution.load(world["policy"]).lock, server=f"{a.url},{b.url}",
+        relevance="off", locator="off", store=str(tmp_path / "store.sqlite3"),
+    )
+    images = [str(f) for f in world["files"][:8]]
+    report = run_batch(BatchOptions(inputs=images, out=tmp_path / "fleet.parquet", spec=spec,
+                                    actors=1, num_cpus=0.25, progress=False))
+    rows = _rows(tmp_path / "fleet.parquet")
+    assert report.judged == 8 and {r["outcome"] for r in rows} <= {"safe", "unsafe"}
+    assert {json.loads(r["verdict"])["run"]["backend"] for r in rows} == {"vllm-fleet"}
+    assert a.chat_count > 0 and b.chat_count > 0
