@@ -35,6 +35,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ray = pytest.importorskip("ray")
     from ray.data import DataContext
 
+    saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home folder
     # Ray's session folder path must stay short (a Unix socket lives in it).
     temp = Path("/tmp") / f"judge-ray-{os.getpid()}"
@@ -51,6 +52,10 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 @pytest.fixture(scope="module")
