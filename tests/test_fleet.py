@@ -370,3 +370,10 @@ def test_judge_with_server_repeated_uses_the_fleet(
     verdicts = json.loads(out)["verdicts"]
     assert {v["outcome"] for v in verdicts} == {"undecided"}
     assert "no server of the fleet can be used" in json.dumps(verdicts)
+
+
+def test_doctor_checks_every_replica(misbehaving_server: Any) -> None:
+    a, b = misbehaving_server(), misbehaving_server(vision=False)
+    code, out, err = _cli("doctor", "--server", a.url, "--server", b.url)
+    assert code == 5, out + err  # the replica that takes no image: NoVisionError's code
+    assert a.url in out and b.url in out

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from judge.commands.app import app
+from judge.commands.servers_option import ServersOption, server_arg
 from judge.errors import InputError
 from judge.models.doctor import Check, diagnose, raise_for
 
@@ -25,9 +26,7 @@ def render(checks: list[Check], console: Console) -> None:
 
 @app.command("doctor")
 def doctor(
-    server: str | None = typer.Option(
-        None, "--server", help="Base URL of a vLLM server (default: JUDGE_SERVER)."
-    ),
+    server: ServersOption = None,
     model: str | None = typer.Option(
         None,
         "--model",
@@ -46,7 +45,7 @@ def doctor(
 
     # The same resolution as judging: 'toy', a folder, a hub id (checked in seconds), a
     # server from --server or JUDGE_SERVER.
-    choice = resolve_model(model, backend=backend, server=server, need_model=False)
+    choice = resolve_model(model, backend=backend, server=server_arg(server), need_model=False)
     if choice.kind != "vllm-server" and choice.model is None and choice.named is None:
         raise InputError(
             "judge doctor needs --server URL (or JUDGE_SERVER) or --model (a folder, a hub "

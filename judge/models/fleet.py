@@ -409,11 +409,12 @@ class FleetBackend(Backend):
         return results
 
     async def check(self) -> list[tuple[str, bool, str]]:
-        """`judge doctor`: every replica's own checks, each row named by its URL."""
+        """`judge doctor`: every replica's own checks; each row keeps its check's name (the
+        name picks the exit code) and says which replica it is about."""
         rows: list[tuple[str, bool, str]] = []
         for replica in self.replicas:
             for name, ok, detail in await replica.backend.check():
-                rows.append((f"{name} [{replica.url}]", ok, detail))
+                rows.append((name, ok, f"{replica.url}: {detail}"))
         return rows
 
     async def aclose(self) -> None:
