@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import typer
 
 from judge.commands.app import app
-from judge.commands.servers_option import ServersOption, server_arg
+from judge.commands.model_options import (
+    ApiKeyOption,
+    BackendOption,
+    LocatorOption,
+    ModelOption,
+    RelevanceOption,
+    ServersOption,
+    server_arg,
+)
 from judge.errors import InputError
 
 
@@ -74,21 +82,12 @@ def batch(
             "else local).",
         ),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Judge model: a folder, a hub id, or a registered name.")
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
-    ] = None,
+    model: ModelOption = None,
+    backend: BackendOption = None,
     server: ServersOption = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", help="Server key, or @FILE (default: JUDGE_API_KEY)."),
-    ] = None,
-    relevance: Annotated[
-        str | None, typer.Option(help="Relevance scorer: clip:<id|path>, siglip:..., vlm, off.")
-    ] = None,
-    locator: Annotated[str | None, typer.Option(help="OWLv2 id or folder, or off.")] = None,
+    api_key: ApiKeyOption = None,
+    relevance: RelevanceOption = None,
+    locator: LocatorOption = None,
     thresholds: Annotated[
         Path | None, typer.Option(help="YAML/JSON file of threshold overrides.")
     ] = None,

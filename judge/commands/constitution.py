@@ -16,6 +16,7 @@ import typer
 
 from judge.commands.app import app
 from judge.commands.display import fit
+from judge.commands.model_options import ApiKeyOption, BackendOption, ServersOption, server_arg
 from judge.constitution import Constitution
 from judge.constitution.compiler import CompileOptions, CompileReport
 from judge.constitution.formula import formula
@@ -95,17 +96,9 @@ def compile_(
             "(default: the policy's defaults.model)."
         ),
     ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(help="OpenAI-compatible server URL (vLLM); default: JUDGE_SERVER."),
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", help="Server key, or @FILE (default: JUDGE_API_KEY)."),
-    ] = None,
+    server: ServersOption = None,
+    backend: BackendOption = None,
+    api_key: ApiKeyOption = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -145,7 +138,7 @@ def compile_(
         compile_policy(
             constitution,
             model=model,
-            server=server,
+            server=server_arg(server),
             backend=backend,
             api_key=api_key,
             force=force,

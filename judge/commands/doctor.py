@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from judge.commands.app import app
-from judge.commands.servers_option import ServersOption, server_arg
+from judge.commands.model_options import ApiKeyOption, BackendOption, ServersOption, server_arg
 from judge.errors import InputError
 from judge.models.doctor import Check, diagnose, raise_for
 
@@ -33,12 +33,8 @@ def doctor(
         help="Model folder, hub id or registered name ('toy'): the one the server must "
         "serve, or to load (default: whatever the server serves).",
     ),
-    backend: str | None = typer.Option(
-        None, "--backend", help="vllm-server, vllm or hf (default: vllm-server with a server)."
-    ),
-    api_key: str | None = typer.Option(
-        None, "--api-key", help="API key, or @file to read it (default: JUDGE_API_KEY)."
-    ),
+    backend: BackendOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Check that the model takes images, gives Yes/No logprobs, and has single-token labels."""
     from judge.models.resolve import resolve_model

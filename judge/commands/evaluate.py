@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from judge.commands.app import app
-from judge.commands.servers_option import ServersOption, server_arg
+from judge.commands.model_options import (
+    ApiKeyOption,
+    BackendOption,
+    LocatorOption,
+    RelevanceOption,
+    ServersOption,
+    server_arg,
+)
 from judge.constitution import Constitution
 from judge.errors import InputError
 from judge.evaluate.datasets import LabelledSet
@@ -29,16 +36,6 @@ ModelOption = Annotated[
         "policy's defaults.model, else what the server serves).",
     ),
 ]
-BackendOption = Annotated[
-    str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
-]
-ServerOption = ServersOption  # repeatable: several replicas make one fleet
-KeyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--api-key", help="Server key, or @FILE to read it (default: JUDGE_API_KEY). Never stored."
-    ),
-]
 SplitOption = Annotated[
     str | None, typer.Option(help="Only the images of this split (default: every image).")
 ]
@@ -53,20 +50,6 @@ OutsideOption = Annotated[
     bool,
     typer.Option(
         "--allow-outside-paths", help="Let manifest image paths leave the manifest's folder."
-    ),
-]
-RelevanceOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Relevance scorer: clip:<id|path>, siglip:<id|path>, vlm, off (default: the "
-        "model's own, e.g. the toy CLIP, else CLIP ViT-B/16)."
-    ),
-]
-LocatorOption = Annotated[
-    str | None,
-    typer.Option(
-        help="OWLv2 id or folder, or off (default: the model's own, e.g. the toy OWLv2, "
-        "else google/owlv2-base-patch16-ensemble)."
     ),
 ]
 StoreOption = Annotated[
@@ -112,8 +95,8 @@ def eval_(
     ] = "mean",
     model: ModelOption = None,
     backend: BackendOption = None,
-    server: ServerOption = None,
-    api_key: KeyOption = None,
+    server: ServersOption = None,
+    api_key: ApiKeyOption = None,
     relevance: RelevanceOption = None,
     locator: LocatorOption = None,
     thresholds: Annotated[
@@ -230,8 +213,8 @@ def calibrate(
         ),
     ] = None,
     backend: BackendOption = None,
-    server: ServerOption = None,
-    api_key: KeyOption = None,
+    server: ServersOption = None,
+    api_key: ApiKeyOption = None,
     relevance: RelevanceOption = None,
     locator: LocatorOption = None,
     store: Annotated[

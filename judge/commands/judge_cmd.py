@@ -35,7 +35,14 @@ from rich.markup import escape
 
 from judge.commands.app import app
 from judge.commands.display import LEGEND, display_names, explain_trees, summary_table
-from judge.commands.servers_option import ServersOption, server_arg
+from judge.commands.model_options import (
+    BackendOption,
+    LocatorOption,
+    ModelOption,
+    RelevanceOption,
+    ServersOption,
+    server_arg,
+)
 from judge.engine.judge import Judge
 from judge.engine.procedure import JudgeOptions
 from judge.engine.verdict import Verdict, unreadable
@@ -175,31 +182,11 @@ def run(
     constitution: Annotated[
         Path, typer.Option("--constitution", "-c", help="The policy (YAML) or its lock.")
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Judge model: a folder, a hub id, or a registered name ('toy') (default: "
-            "the policy's defaults.model, else what the server serves)."
-        ),
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
-    ] = None,
+    model: ModelOption = None,
+    backend: BackendOption = None,
     server: ServersOption = None,
-    relevance: Annotated[
-        str | None,
-        typer.Option(
-            help="Relevance scorer: clip:<id|path>, siglip:<id|path>, vlm or off (default: "
-            "the model's own, e.g. the toy CLIP, else CLIP ViT-B/16)."
-        ),
-    ] = None,
-    locator: Annotated[
-        str | None,
-        typer.Option(
-            help="OWLv2 id or folder, or off (default: the model's own, e.g. the toy "
-            "OWLv2, else google/owlv2-base-patch16-ensemble)."
-        ),
-    ] = None,
+    relevance: RelevanceOption = None,
+    locator: LocatorOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     jsonl: Annotated[
         Path | None,

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from judge.commands.app import app
-from judge.commands.servers_option import ServersOption, server_arg
+from judge.commands.model_options import (
+    ApiKeyOption,
+    BackendOption,
+    LocatorOption,
+    ModelOption,
+    RelevanceOption,
+    ServersOption,
+    server_arg,
+)
 
 
 @app.command("serve")
@@ -16,22 +24,12 @@ def serve(
     constitution: Annotated[
         Path, typer.Option("--constitution", "-c", help="The policy (YAML) or its lock.")
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(help="Judge model: a folder, a hub id, or a registered name ('toy')."),
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="Back end: vllm-server, vllm, hf (default: by --server).")
-    ] = None,
+    model: ModelOption = None,
+    backend: BackendOption = None,
     server: ServersOption = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="The model server's key, or @file (default: JUDGE_API_KEY).")
-    ] = None,
-    relevance: Annotated[
-        str | None,
-        typer.Option(help="Relevance scorer: clip:<id|path>, siglip:<id|path>, vlm or off."),
-    ] = None,
-    locator: Annotated[str | None, typer.Option(help="OWLv2 id or folder, or off.")] = None,
+    api_key: ApiKeyOption = None,
+    relevance: RelevanceOption = None,
+    locator: LocatorOption = None,
     thresholds: Annotated[
         Path | None, typer.Option(help="YAML/JSON file of threshold overrides.")
     ] = None,
