@@ -306,6 +306,33 @@ def fraction(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}".lstrip("0") if value < 1 else "1.000"
 
 
+def pct_sign(value: float | None) -> str:
+    """A rate in %, as the methods tables show it: "93.8%"."""
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+METHOD_COLUMNS = ["Method", "kind", "model", "Recall", "Accuracy", "Precision", "F1",
+                  "fail-closed Recall", "fail-closed Accuracy", "fail-closed F1", "ROC-AUC",
+                  "PR-AUC", "undecided", "errors"]
+
+
+def method_rows(report: Mapping[str, Any]) -> list[list[object]]:
+    """Per method (`METHOD_COLUMNS`): image-level rates in %, F1 and AUCs as fractions, the
+    fail-closed reading, and how many images were undecided or unreadable."""
+    rows: list[list[object]] = []
+    for m in report["methods"]:
+        image, closed = m["image"], m["image"]["fail_closed"]
+        rows.append([
+            m["method"], m["kind"], m["model"],
+            pct_sign(image["recall"]), pct_sign(image["accuracy"]),
+            pct_sign(image["precision"]), fraction(image["f1"]),
+            pct_sign(closed["recall"]), pct_sign(closed["accuracy"]), fraction(closed["f1"]),
+            fraction(image.get("roc_auc")), fraction(image.get("pr_auc")),
+            image["undecided"], image["errors"],
+        ])
+    return rows
+
+
 def cell(image: Mapping[str, Any]) -> str:
     """ "R / Acc / F1" as in the paper: recall and accuracy in %, F1 as a fraction."""
     return f"{pct(image['recall'])} / {pct(image['accuracy'])} / {fraction(image['f1'])}"

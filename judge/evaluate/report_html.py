@@ -20,11 +20,13 @@ from judge.evaluate.datasets import Example
 from judge.evaluate.report import (
     CONFUSION_NOTE,
     COUNTING,
+    METHOD_COLUMNS,
     RULE_NOTE,
     cell,
     confusion_grid,
     cost_rows,
     main_method,
+    method_rows,
     per_rule_rows,
 )
 
@@ -179,42 +181,7 @@ def _headline(main: Mapping[str, Any]) -> list[str]:
 
 
 def _methods(report: Mapping[str, Any]) -> str:
-    return _table(
-        [
-            "Method",
-            "kind",
-            "model",
-            "Recall",
-            "Accuracy",
-            "Precision",
-            "F1",
-            "fail-closed Recall",
-            "fail-closed Accuracy",
-            "fail-closed F1",
-            "ROC-AUC",
-            "undecided",
-            "errors",
-        ],
-        (
-            [
-                m["method"],
-                m["kind"],
-                m["model"],
-                _fmt(m["image"]["recall"]),
-                _fmt(m["image"]["accuracy"]),
-                _fmt(m["image"]["precision"]),
-                _fmt(m["image"]["f1"], pct=False),
-                _fmt(m["image"]["fail_closed"]["recall"]),
-                _fmt(m["image"]["fail_closed"]["accuracy"]),
-                _fmt(m["image"]["fail_closed"]["f1"], pct=False),
-                _fmt(m["image"].get("roc_auc"), pct=False),
-                m["image"]["undecided"],
-                m["image"]["errors"],
-            ]
-            for m in report["methods"]
-        ),
-        left=3,
-    )
+    return _table(METHOD_COLUMNS, method_rows(report), left=3)
 
 
 def _per_rule(

@@ -13,20 +13,17 @@ from typing import Any
 from judge.evaluate.report import (
     CONFUSION_NOTE,
     COUNTING,
+    METHOD_COLUMNS,
     RULE_NOTE,
     cell,
     confusion_grid,
     cost_rows,
     fraction,
     main_method,
+    method_rows,
     per_rule_rows,
     with_interval,
 )
-
-
-def pct_sign(value: float | None) -> str:
-    """A rate in %, as the HTML's methods table shows it."""
-    return "–" if value is None else f"{100 * value:.1f}%"
 
 
 def _md(text: object) -> str:
@@ -154,33 +151,7 @@ def write_markdown(report: Mapping[str, Any]) -> str:
         "",
         *_paper_table(report),
         "",
-        *_table(
-            [
-                "Method",
-                "kind",
-                "model",
-                "Recall",
-                "Accuracy",
-                "Precision",
-                "F1",
-                "ROC-AUC",
-                "PR-AUC",
-            ],
-            (
-                [
-                    m["method"],
-                    m["kind"],
-                    m["model"],
-                    pct_sign(m["image"]["recall"]),
-                    pct_sign(m["image"]["accuracy"]),
-                    pct_sign(m["image"]["precision"]),
-                    fraction(m["image"]["f1"]),
-                    fraction(m["image"].get("roc_auc")),
-                    fraction(m["image"].get("pr_auc")),
-                ]
-                for m in report["methods"]
-            ),
-        ),
+        *_table(METHOD_COLUMNS, method_rows(report)),
     ]
     if main is not None and "per_rule" in main:
         title = f"## Per rule: {_md(main['method'])}, {_md(main['model'])}"
