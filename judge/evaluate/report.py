@@ -381,6 +381,10 @@ def confusion_grid(
     return columns, rows
 
 
+COST_COLUMNS = ["Method", "model", "calls / image", "tokens / image", "cascade share",
+                "s / image", "images / s"]
+
+
 def cost_rows(report: Mapping[str, Any]) -> list[list[object]]:
     """Per method: calls and tokens per image, cascade share, seconds per image, rate."""
     rows: list[list[object]] = []

@@ -19,6 +19,7 @@ from typing import Any
 from judge.evaluate.datasets import Example
 from judge.evaluate.report import (
     CONFUSION_NOTE,
+    COST_COLUMNS,
     COUNTING,
     METHOD_COLUMNS,
     RULE_NOTE,
@@ -286,15 +287,7 @@ def write_html(
         body.append("</p><h2>Cost</h2>")
         body.append(
             _table(
-                [
-                    "Method",
-                    "model",
-                    "calls / image",
-                    "tokens / image",
-                    "cascade share",
-                    "s / image",
-                    "images / s",
-                ],
+                COST_COLUMNS,
                 cost_rows(report),
                 left=4,
             )

@@ -12,6 +12,7 @@ from typing import Any
 
 from judge.evaluate.report import (
     CONFUSION_NOTE,
+    COST_COLUMNS,
     COUNTING,
     METHOD_COLUMNS,
     RULE_NOTE,
@@ -173,15 +174,7 @@ def write_markdown(report: Mapping[str, Any]) -> str:
         )
     lines += ["", "## Cost", ""]
     lines += _table(
-        [
-            "Method",
-            "model",
-            "calls / image",
-            "tokens / image",
-            "cascade share",
-            "s / image",
-            "images / s",
-        ],
+        COST_COLUMNS,
         cost_rows(report),
     )
     lines += ["", *_gallery(report)]
