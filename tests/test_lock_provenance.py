@@ -139,3 +139,40 @@ def test_an_old_lock_with_extraction_loads_with_honest_provenance():
         )
     )
     assert modelled.rules[0].produced_by.preconditions == "org/model"
+
+
+@pytest.mark.parametrize("edit", [
+    ("    - a blue shape\n", "    - ':'\n"),  # a chain credited to the author
+    ("  topic: blue shapes\n", "  topic: anything at all\n"),  # a topic credited to the author
+])
+def test_a_lock_edited_by_hand_is_not_fresh(tmp_path: Path, edit: tuple[str, str]):
+    """The rule hash covers the source only, so a lock whose hand-written fields were edited
+    (nonsense passed off as the author's chain) must not pass `judge check` as up to date,
+    nor be judged with."""
+    from judge.cli import main
+    from judge.errors import LockError
+
+    source = data_dir("constitutions") / "toy.yaml"
+    policy = tmp_path / "toy.yaml"
+    policy.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    lock_text = source.with_name("toy.lock.yaml").read_text(encoding="utf-8")
+    assert lock_text.count(edit[0]) >= 1
+    (tmp_path / "toy.lock.yaml").write_text(lock_text.replace(edit[0], edit[1], 1),
+                                            encoding="utf-8")
+    with pytest.raises(LockError, match="hand-written, but it is not what the source says"):
+        _ = Constitution.load(policy).lock
+    for named in (policy, tmp_path / "toy.lock.yaml"):  # a lock named checks its source
+        with pytest.raises(SystemExit) as done:
+            main(["check", str(named)])
+        assert done.value.code == 2
+
+
+def test_check_of_a_glob_checks_each_source_once_and_passes_the_shipped_locks(capsys):
+    from judge.cli import main
+
+    files = sorted(str(p) for p in data_dir("constitutions").glob("*.yaml"))
+    with pytest.raises(SystemExit) as done:
+        main(["check", *files])
+    assert done.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert out.count("lock up to date") == len(LOCKS)

@@ -46,6 +46,7 @@ def check(
     failed: list[ConstitutionError | LockError] = []
     review: dict[str, list[str]] = {}
     warned = 0
+    policies = _sources(policies)
     for path in policies:
         try:
             policy = Constitution.load(path)
@@ -57,8 +58,14 @@ def check(
         for warning in warnings:
             typer.echo(f"WARN {warning}", err=True)
         warned += len(warnings)
-        state, _ = policy.lock_status()
-        lock_note = {"fresh": "lock up to date", "stale": "lock STALE", "missing": "no lock"}
+        state, reason = policy.lock_status()
+        if state == "stale":
+            # Judging refuses a stale lock, so a gate that passed it would pass a run
+            # that cannot happen (or a lock edited by hand).
+            failed.append(LockError(reason))
+            typer.echo(f"FAIL {reason}", err=True)
+            continue
+        lock_note = {"fresh": "lock up to date", "missing": "no lock"}
         found = needs_review(policy.lock) if state == "fresh" else {}
         notes = [lock_note[state]]
         if warnings:
@@ -84,6 +91,23 @@ def check(
             "re-compile",
             rules=review,
         )
+
+
+def _sources(paths: list[Path]) -> list[Path]:
+    """`paths` with each lock file replaced by its constitution (a glob such as
+    `constitutions/*.yaml` names both), each checked once."""
+    from judge.constitution.lockfile import is_lock_path, lock_path_for
+
+    out: list[Path] = []
+    for path in paths:
+        if is_lock_path(path):
+            stem = path.name.rsplit(".lock.", 1)[0]
+            candidates = [path.with_name(stem + suffix) for suffix in (".yaml", ".yml")]
+            path = next((c for c in candidates if lock_path_for(c) == path and c.exists()),
+                        candidates[0])
+        if path not in out:
+            out.append(path)
+    return out
 
 
 @app.command(name="compile")

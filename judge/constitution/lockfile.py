@@ -17,7 +17,14 @@ from pydantic import ValidationError
 
 from judge.constitution import yamlsafe
 from judge.constitution.review import needs_review
-from judge.constitution.schema import FALLBACK, HAND_WRITTEN, ConstitutionSpec, Lock
+from judge.constitution.schema import (
+    FALLBACK,
+    HAND_WRITTEN,
+    CompiledRule,
+    ConstitutionSpec,
+    Lock,
+    RuleSpec,
+)
 from judge.errors import LockError
 
 # A lock of 1000 rules with long chains can pass 1 MiB; it is still bounded.
@@ -165,3 +172,30 @@ def check_fresh(lock: Lock, spec: ConstitutionSpec, source_sha256: str, source: 
             f"the lock of {source} has rules the constitution lacks ({', '.join(sorted(extra))}); "
             f"{command}"
         )
+    rules = {rule.id: rule for rule in lock.rules}
+    for rule in spec.rules:
+        for field in _not_as_written(rules[rule.id], rule):
+            raise LockError(
+                f"the lock of {source} says rule {rule.id!r}'s {field} is hand-written, but it is "
+                f"not what the source says (was the lock edited?); {command}"
+            )
+
+
+def _not_as_written(compiled: CompiledRule, rule: RuleSpec) -> list[str]:
+    """The fields the lock credits to the author that differ from the author's source.
+    The rule hash covers the source only, so without this a lock edited by hand (a chain of
+    ':' marked hand-written) would pass as fresh and skip the review gate."""
+    made = compiled.produced_by
+    out = []
+    if compiled.source_text != rule.text:
+        out.append("source text")
+    if made.text == HAND_WRITTEN and compiled.text != rule.text:
+        out.append("text")
+    if made.preconditions == HAND_WRITTEN and (
+        [p.model_dump() for p in compiled.preconditions]
+        != [p.model_dump() for p in rule.preconditions or []]
+    ):
+        out.append("precondition chain")
+    if made.topic == HAND_WRITTEN and compiled.topic != rule.topic:
+        out.append("topic")
+    return out
