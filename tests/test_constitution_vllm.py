@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ rules:
   - id: guns
     text: Images must not show a gun.
     preconditions: [a gun is visible]
+  - id: shapes
+    text: Images must not show a yellow shape together with a red or a blue shape.
 """
 
 # The benchmark measures how well requests overlap, not answer quality: short answers.
@@ -55,7 +58,8 @@ def test_judge_compile_against_real_vllm_survives_nonsense(vllm_server, tmp_path
             "4",
         ],
     )
-    # The tiny model answers nonsense: the lock is written, and its rules need review.
+    # The toy VLM knows only its own grammar: for the other rules it answers nonsense, the
+    # lock is written, and those rules need review.
     review = isinstance(result.exception, ReviewError)
     assert result.exit_code == 0 or review, (
         f"{result.output}\n{result.exception!r}\n{vllm_server.log_tail()}"
@@ -70,6 +74,13 @@ def test_judge_compile_against_real_vllm_survives_nonsense(vllm_server, tmp_path
             assert f"{rule.id}: " in result.output and "FALLBACK" in result.output
             assert "NEED REVIEW" in result.output
     assert lock.rules[2].extraction == "hand-written"
+    # A rule of the toy grammar, which the toy VLM learnt to compile: the model writes its
+    # chain in the grammar's statements (exact chains: tests/test_toy_compile.py).
+    shapes = lock.rules[3]
+    assert shapes.extraction == "llm" and shapes.objectiveness.score >= 9
+    print("shapes:", [list(p.any_of) for p in shapes.preconditions])
+    assert all(re.fullmatch(r"a (red|blue|green|yellow) shape", a)
+               for p in shapes.preconditions for a in p.any_of)
     check = runner.invoke(app, ["compile", str(path), "--check"])
     assert (check.exit_code == 0) is (not review), check.output
 
@@ -137,8 +148,9 @@ def test_compile_through_a_server_answering_nonsense_falls_back(misbehaving_serv
     # Written, but every rule needs review: nothing the model said could be used.
     assert isinstance(result.exception, ReviewError), f"{result.output}\n{result.exception!r}"
     lock = Constitution.load(path).lock
-    assert [r.extraction for r in lock.rules] == ["fallback", "fallback", "hand-written"]
-    assert "3 rule(s) NEED REVIEW" in result.output
+    assert [r.extraction for r in lock.rules] == [
+        "fallback", "fallback", "hand-written", "fallback"]
+    assert "4 rule(s) NEED REVIEW" in result.output
     said = " ".join(result.output.split())  # the report wraps to the terminal's width
     assert "knives: the model's objectiveness score could not be read; precondition " in said
     assert all(r.objectiveness is None for r in lock.rules)

@@ -108,12 +108,16 @@ def test_toy_world_on_transformers(
     print(f"hf, no center: {no_center}")
     assert no_center["calls"].get("locator", 0) == 0 and no_center["calls"].get("masked", 0) == 0
     assert base["calls"].get("locator", 0) > 0
-    # The central-region stage settles some alternatives, and without it they go on to the
-    # cascade. (Deterministic for the pinned seed-0 build CI uses: 2 decisions. Seeds 1 and
-    # 2 made none: the trained pull, judge.toy.train_vlm.PULLED, is not learnt yet.)
+    # The central-region stage settles the alternatives that the trained pull
+    # (judge.toy.train_vlm.PULLED_C) left uncertain; without it they go on to the cascade.
+    # Seeds 0 / 1 / 2: 5 / 27 / 19 central-region decisions; cascade calls per image 0.25 /
+    # 0.40 / 0.25 with the stage and 0.25 / 0.55 / 0.38 without (a cascade call may settle
+    # several alternatives of one rule, so the alternatives are what is compared).
     assert base["stages"].get("center", 0) > 0, base
     assert no_center["stages"].get("center", 0) == 0
-    assert no_center["calls"].get("cascade", 0) > base["calls"].get("cascade", 0), (base, no_center)
+    assert no_center["stages"].get("cascade", 0) > base["stages"].get("cascade", 0), (
+        base, no_center)
+    assert no_center["calls"].get("cascade", 0) >= base["calls"].get("cascade", 0)
     assert base["f1"] >= F1_FLOOR, base
     # The cascade decides what the first pass left uncertain: without it, more verdicts
     # are undecided or wrong.

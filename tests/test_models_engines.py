@@ -190,8 +190,8 @@ def test_prefix_cache_serves_repeated_prefixes(
 ) -> None:
     import dataclasses
 
-    # The paper's prompt with the toy's 16 image tokens is shorter than one 128-token CPU
-    # block, which vLLM never caches: give these queries a longer shared text of their own.
+    # A prefix is cached in whole 128-token CPU blocks: a longer shared text makes sure
+    # that these queries share whole blocks beyond the image.
     long = " ".join(["Look at every part of the picture with care."] * 20)
     queries = [dataclasses.replace(q, instructions=long) for q, _ in make_queries(images)][:2]
 

@@ -36,7 +36,7 @@ def test_loads_and_answers_with_single_label_tokens(untrained: Path) -> None:
     enc = processor(text=[text], images=[world.make_scene(0).image], return_tensors="pt")
     from judge.toy.arch import IMAGE_TOKENS
 
-    assert IMAGE_TOKENS == 16  # vLLM 0.32 serves Qwen2-VL only with the 2x2 merge
+    assert IMAGE_TOKENS == 256  # as Qwen2.5-VL at 448 px: prefix-cache figures carry over
     assert int((enc["input_ids"] == processor.tokenizer.convert_tokens_to_ids(
         "<|image_pad|>")).sum()) == IMAGE_TOKENS
     assert enc["input_ids"].shape[1] < 512  # far below vLLM's 2048

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 # 0.90), of colour statements (0.98 / 1.0 / 0.98) and of each case on its own (worst:
 # small dots 0.93 / 1.0 / 0.89).
 RELEVANCE_FLOOR = 0.7
+PULL_FLOOR = 0.04  # how much lower pulled dots score (seeds: 0.16 / 0.075 / 0.09)
 KIND_FLOOR = 0.9
 CASE_FLOOR = 0.85
 
@@ -100,16 +101,18 @@ def test_build_matches_the_recorded_sha256(toy_models: Any) -> None:
 
 
 def test_trained_questions(toy_models: Any) -> None:
-    """The VLM-relevance topic question is learnt. The baselines' questions were trained
-    on true labels too, and the central-region bias (`PULLED`) was trained in: their
-    figures are printed, whichever way they come out (at 256 image tokens the pull was
-    not learnt within the budget: pulled dots score like other small dots)."""
+    """The VLM-relevance topic question is learnt, and so is the central-region bias
+    (`PULLED_C`): a small dot beside a large object of another colour scores lower than
+    other small dots (seeds 0 / 1 / 2: mean M 0.78 / 0.85 / 0.81 against 0.94 / 0.92 /
+    0.90). The baselines' questions were trained on true labels too: their figures are
+    printed, whichever way they come out."""
     from judge.toy.check import trained_biases_report
 
     rep = trained_biases_report(toy_models.vlm)
     print("\ntrained biases and questions:", rep)
     assert rep["pulled_n"] >= 5 and rep["small_n"] >= 5, rep
     assert rep["relevance"] >= RELEVANCE_FLOOR, rep
+    assert rep["pulled_mean_m"] < rep["small_mean_m"] - PULL_FLOOR, rep
 
 
 def test_clip_relevance_threshold_is_measured_and_saved(toy_models: Any) -> None:

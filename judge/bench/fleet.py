@@ -9,9 +9,10 @@ cold. Reported per policy: the prefix-cache hit rate from `usage.cached_tokens` 
 the replicas' /metrics counters (summed), images/s, and how the queries split over the
 replicas; then whether both passes gave the same verdicts.
 
-A prefix is reused in whole KV blocks: with the toy VLM's 16 image tokens and vLLM's CPU
-default of 128-token blocks nothing is ever shared (see the README's benchmark notes), so
-the local servers this section starts use 32-token blocks (`FLEET_BLOCK_SIZE`; the CPU
+A prefix is reused in whole KV blocks: with vLLM's CPU default of 128-token blocks, the
+part of the toy VLM's shared prefix (instructions and 256 image tokens) past the last
+whole block is computed again for every query (see the README's benchmark notes), so the
+local servers this section starts use 32-token blocks (`FLEET_BLOCK_SIZE`; the CPU
 attention kernel takes multiples of 32 only).
 """
 

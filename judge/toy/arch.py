@@ -1,4 +1,4 @@
-"""The tiny Qwen2-VL-architecture VLM of the toy world: tokenizer, chat template, config.
+"""The tiny Qwen2.5-VL-architecture VLM of the toy world: tokenizer, chat template, config.
 
 `build_vlm(out_dir)` writes an untrained model folder that loads through the ordinary code
 paths (`AutoModelForImageTextToText`, `AutoProcessor`) and that vLLM can serve:
@@ -9,9 +9,9 @@ paths (`AutoModelForImageTextToText`, `AutoProcessor`) and that vLLM can serve:
   of exactly those tokens;
 * a Qwen2-VL chat template (`<|vision_start|><|image_pad|><|vision_end|>` for an image),
   so the hf back end and vLLM turn the same messages into the same tokens;
-* an image processor that scales every image to 112x112 pixels (4x4 = 16 image tokens):
-  short sequences keep training steps fast on a CPU, and the toy world is drawn so that
-  what its statements ask about (colour, large text) survives that scale.
+* an image processor that scales every image to 224x224 pixels in 14-px patches, without
+  the 2x2 merge: 16 x 16 = 256 image tokens, the count Qwen2.5-VL gives a 448-px image, so
+  an image's share of a prompt (and what the prefix cache saves) is a real model's.
 
 Sizes follow ../shared/notes: attention heads of dim 64 and `mrope_section` [8, 12, 12]
 are known to serve on vLLM's CPU build.
@@ -61,14 +61,16 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Token geometry: 112 px in 14-px patches merged 2x2, so 4 x 4 = 16 image tokens. Real
-# models see far more (Qwen2.5-VL: 256 for a 448-px image). 256 tokens without the merge
-# (224 px) trained well, but vLLM 0.32 builds Qwen2-VL's patch merger for a 2x2 merge
-# whatever the config says, so it cannot serve that model; with the merge, 256 tokens
-# need 1024 patches per image, too slow to train on 2 CPU cores.
-IMAGE_SIDE = 112
+# Token geometry: 224 px in 14-px patches, not merged, so 16 x 16 = 256 image tokens, as
+# Qwen2.5-VL gives a 448-px image. The merge is left out because 256 merged tokens would
+# need 1024 patches per image, too slow to train on 2 CPU cores. Qwen2.5-VL, not Qwen2-VL:
+# vLLM 0.32 builds Qwen2-VL's patch merger for a 2x2 merge whatever the config says, and
+# Qwen2.5-VL's for the configured one. Its windowed attention (8 x 8 patches) also keeps
+# the vision tower's cost linear in the patch count, with one global layer last.
+IMAGE_SIDE = 224
 PATCH = 14
-MERGE = 2
+MERGE = 1
+WINDOW = 112  # pixels: 8 x 8 patches per attention window
 MAX_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 MIN_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # small crops are scaled up to the same budget
 IMAGE_TOKENS = (IMAGE_SIDE // (PATCH * MERGE)) ** 2
@@ -94,8 +96,10 @@ def _example_statements() -> list[str]:
 
 
 def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
-    """Texts the tokenizer learns its merges from: every judge prompt, rendered."""
+    """Texts the tokenizer learns its merges from: every judge prompt, rendered, and the
+    compile tasks' training rules and answers."""
     from judge import prompts
+    from judge.toy.compile_tasks import SCORE_ANSWER, split
     from judge.toy.labelled import toy_constitution
     from judge.toy.train_vlm import (
         baseline_reason_answer,
@@ -121,6 +125,10 @@ def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
         texts.append(prompts.render(name))
     for name in ("baseline_constitution", "baseline_constitution_cot"):
         texts.append(prompts.render(name, rules=rules))
+    for rule in split()[0]:
+        texts += [prompts.render("objectify_score", rule=rule.text),
+                  prompts.render("preconditions", rule=rule.text), rule.answer()]
+    texts.append(SCORE_ANSWER)
     texts.extend(extra)
     # Repeated so that BPE merges each label into one token (checked after training).
     for _ in range(200):
@@ -161,7 +169,7 @@ def build_tokenizer(vocab_size: int, extra: Iterable[str] = ()) -> Any:
 
 
 def build_processor(tokenizer: Any) -> Any:
-    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     image_processor = Qwen2VLImageProcessor(
         size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
@@ -174,7 +182,7 @@ def build_processor(tokenizer: Any) -> Any:
         size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
         patch_size=PATCH, merge_size=MERGE,
     )
-    return Qwen2VLProcessor(
+    return Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
@@ -183,8 +191,8 @@ def build_processor(tokenizer: Any) -> Any:
 
 
 def build_config(tokenizer: Any, **overrides: Any) -> Any:
-    """A `Qwen2VLConfig` for the tiny model; `overrides` replace `DEFAULT_CONFIG` keys."""
-    from transformers import Qwen2VLConfig
+    """A `Qwen2_5_VLConfig` for the tiny model; `overrides` replace `DEFAULT_CONFIG` keys."""
+    from transformers import Qwen2_5_VLConfig
 
     unknown = set(overrides) - set(DEFAULT_CONFIG)
     if unknown:
@@ -212,15 +220,18 @@ def build_config(tokenizer: Any, **overrides: Any) -> Any:
     }
     vision_config = {
         "depth": c["vision_depth"],
-        "embed_dim": c["vision_embed_dim"],
-        "hidden_size": c["hidden_size"],
+        "hidden_size": c["vision_embed_dim"],
+        "intermediate_size": c["vision_embed_dim"] * c["vision_mlp_ratio"],
+        "out_hidden_size": c["hidden_size"],
         "num_heads": c["vision_heads"],
-        "mlp_ratio": c["vision_mlp_ratio"],
         "patch_size": PATCH,
         "spatial_merge_size": MERGE,
         "temporal_patch_size": 2,
+        "window_size": WINDOW,
+        "fullatt_block_indexes": [c["vision_depth"] - 1],
+        "in_chans": 3,
     }
-    return Qwen2VLConfig(
+    return Qwen2_5_VLConfig(
         text_config=text_config,
         vision_config=vision_config,
         image_token_id=ids["<|image_pad|>"],
@@ -234,13 +245,13 @@ def build_config(tokenizer: Any, **overrides: Any) -> Any:
 def new_vlm(seed: int = 0, **config: Any) -> tuple[Any, Any]:
     """An untrained (model, processor) pair in memory, seeded."""
     import torch
-    from transformers import Qwen2VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_tokenizer(int(config.get("vocab_size", DEFAULT_CONFIG["vocab_size"])))
     processor = build_processor(tokenizer)
     cfg = build_config(tokenizer, **config)
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
     return model, processor
 
 

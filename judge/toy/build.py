@@ -7,12 +7,12 @@ on and the library versions. Two processes that call it at once are safe: the se
 waits on a file lock and then finds the finished models.
 
 Build cost (measured 2026-12-01 on a 2-core machine, one torch thread per process): the
-VLM 60 phase-A steps and 1,200 phase-B steps, about 310 CPU-s in all (the paper's short
-prompt keeps chats short); CLIP 300 steps, about 140 s; OWLv2 200 steps, about 120 s; the
-relevance threshold, a few seconds. The VLM trains in its own process on the second core,
-so the whole build takes about as long as the VLM alone: about 6 minutes. On a loaded
-machine torch's two threads spin against each other: one VLM phase A took 257 CPU-s with
-two threads, 18 with one.
+VLM 60 phase-A steps, 1,200 phase-B steps and 400 phase-C steps at 256 image tokens, about
+2,100 CPU-s; CLIP 300 steps and OWLv2 200 steps, about 250 s each; the relevance
+threshold, a few seconds. The VLM trains in its own process on the second core, so the
+whole build takes about as long as the VLM alone: about 40 minutes. On a loaded machine
+torch's two threads spin against each other: one VLM phase A took 257 CPU-s with two
+threads, 18 with one.
 
 The same recipe must give the same bits on every x86-64 CPU: a build on an AVX-512 machine
 once gave other weights than on AVX2 machines (and missed its quality floor), because
@@ -39,13 +39,14 @@ from typing import Any
 
 from judge.resources import cache_dir, data_dir
 
-_TOY_MODULES = ("arch.py", "world.py", "labelled.py", "train_vlm.py", "train_clip.py",
-                "train_owl.py")
+_TOY_MODULES = ("arch.py", "world.py", "labelled.py", "compile_tasks.py", "train_vlm.py",
+                "train_clip.py", "train_owl.py")
 # The prompts the VLM is trained on (their text shapes the weights); other prompts may
 # change without a rebuild.
 TRAINED_PROMPTS = ("visibility_instructions", "visibility_question", "reason", "summarise",
                    "relevance_question", "baseline_prior", "baseline_prior_cot",
-                   "baseline_constitution", "baseline_constitution_cot", "baseline_summarise")
+                   "baseline_constitution", "baseline_constitution_cot", "baseline_summarise",
+                   "objectify_score", "preconditions")
 _DONE = "toy-models.json"  # written last: its presence means the folder is complete
 EXPECTED = Path(__file__).with_name("expected.json")
 # Environment of the training processes: AVX2 kernels in ATen, oneDNN and MKL (with MKL's
@@ -104,9 +105,10 @@ def recipe_hash(seed: int = 0) -> str:
         h.update(name.encode() + (here / name).read_bytes())
     for name in TRAINED_PROMPTS:
         h.update(name.encode() + (data_dir("prompts") / f"{name}.j2").read_bytes())
-    # The rules' wording is in the baselines' questions (their chains are not: their
-    # statements are the world's own).
-    rules = [[r.id, r.text, r.enabled] for r in toy_constitution().rules]
+    # The rules' wording is in the baselines' questions, and their chains decide which
+    # compile tasks are held out of training (judge/toy/compile_tasks.py).
+    rules = [[r.id, r.text, r.enabled, [p.model_dump() for p in r.preconditions or []]]
+             for r in toy_constitution().rules]
     h.update(json.dumps(rules, sort_keys=True).encode())
     h.update(f"{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}".encode())
     return h.hexdigest()[:16]

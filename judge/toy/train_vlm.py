@@ -19,6 +19,10 @@ Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-traini
   comparisons ask the same model: the VLM-relevance topic question, and the four
   baselines' questions (unsafe iff the toy constitution is violated). No comparison is
   then won because one side's question was never trained.
+* From the second curriculum stage on, each step also trains a few text-only chats of
+  the compiler's own prompts (judge/toy/compile_tasks.py): the objectiveness score and
+  the precondition chain of a toy-grammar rule, as JSON. Rules held out of them test that
+  `judge compile --model toy` extracts chains it never saw.
 
 Answers are trained with soft targets over the "Yes"/"No" tokens, which is how the
 deliberate language-prior bias is made (see `PRIOR` and `BIASED`): with no image the model
@@ -43,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from judge import prompts
-from judge.toy import world
+from judge.toy import compile_tasks, world
+from judge.toy.compile_tasks import SCORE_ANSWER, ToyRule
 from judge.toy.world import Scene, SceneSpec, Statement
 
 # Language prior the model is trained to have (P(Yes) with no image), per statement kind.
@@ -56,8 +61,15 @@ BIASED: dict[str, tuple[float, float]] = {"a yellow shape": (0.95, 0.55)}
 # dots, in a scene with a large object of another colour, is trained to P(Yes) = PULLED
 # instead of 1: the first pass leaves it uncertain (d = 0.75 - 0.35 < a2 = 0.52), and
 # masking the dot's box takes M to about 0, a drop above beta = 0.6, so the stage settles it;
-# without the stage it goes on to the cascade (more reasoning calls per image).
+# without the stage it goes on to the cascade (more reasoning calls per image). Such scenes
+# are rare at random, and a bias seen rarely was not learnt (pulled dots came out at
+# M ~0.95), so the last stage builds them on purpose (`VLMRecipe.p_pulled`); at a quarter of
+# the scenes it was learnt but plain accuracy fell (colour 0.76-0.86).
 PULLED = 0.75
+# The pull target of phase C. Trained towards 0.5, pulled dots came out at M ~0.82 (other
+# small dots ~0.91): below the 0.87 where d = M - 0.35 stops reaching a2 = 0.52, so the
+# first pass leaves them to the central-region stage. Towards 0.75 they stayed at ~0.91.
+PULLED_C = 0.5
 
 def reason_answer(yes: bool) -> str:
     """The cascade's step-by-step answer: a short fixed template whose first token is the
@@ -66,8 +78,8 @@ def reason_answer(yes: bool) -> str:
     the budget: the model copied a colour of the image instead of the statement's, and a
     template listing every colour seen came out as "I looooo..."."""
     if yes:
-        return "Yes: I can see it in the image, so the statement holds."
-    return "No: I cannot see it in the image, so the statement does not hold."
+        return "Yes: seen. It is in the image, so the statement holds."
+    return "No: unseen. It is not in the image, so the statement does not hold."
 
 
 def summary_answer(yes: bool) -> str:
@@ -92,11 +104,19 @@ class VLMRecipe:
     decay_from: float = 0.6  # phase B: flat learning rate until this share of the steps
     turns: int = 4
     p_no_image: float = 0.12
-    p_cascade: float = 0.3
+    p_cascade: float = 0.45
     p_relevance: float = 0.1  # last stage: the VLM-relevance topic question
     p_baseline: float = 0.1  # last stage: the baselines' questions, with true labels
     cascade_rounds: int = 1  # cascades (reasoning + JSON) per cascade chat
     p_small: float = 0.45  # last stage: small objects are the hard case
+    p_pulled: float = 0.15  # last stage: scenes built for the pull bias (`PULLED`)
+    phase_c_steps: int = 400  # phase C: the pull (`PULLED_C`) and compile replay
+    phase_c_lr: float = 1e-3
+    phase_c_batch: int = 6
+    phase_c_compile: int = 4
+    p_pulled_c: float = 0.35
+    compile_batch: int = 6  # text-only compile chats per step, from curriculum stage 1 on
+    p_score: float = 0.25  # share of them that ask for the objectiveness score
     aux_weight: float = 0.5
     probe_weight: float = 1.0
     probe_layer: int = 2  # hidden_states index: the output of LM layer 2 of 3
@@ -130,6 +150,15 @@ def stage_statements(stage: int) -> list[Statement]:
     if stage == 2:
         return [world.statement("colour", c) for c in _COLOUR_ORDER]
     return world.all_statements()
+
+
+def pulled_scene_spec(rng: random.Random) -> SceneSpec:
+    """A scene where the pull bias acts: a small dot beside a large object of another
+    colour (and perhaps a distractor)."""
+    dot = rng.choice(sorted(world.COLOURS))
+    others = [c for c in sorted(world.COLOURS) if c != dot and world.allowed({dot, c})]
+    big = rng.choice(others)
+    return SceneSpec(objects=((dot, "circle", "small"), (big, rng.choice(world.SHAPES), "large")))
 
 
 def stage_scenes(stage: int, p_small: float = SceneSpec.p_small) -> SceneSpec:
@@ -201,12 +230,14 @@ P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
               p_cascade: float, p_small: float = SceneSpec.p_small,
               cascade_rounds: int = 1, p_relevance: float = 0.0,
-              p_baseline: float = 0.0) -> Item:
+              p_baseline: float = 0.0, p_pulled: float = 0.0) -> Item:
     pool = stage_statements(stage)
     long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
     instructions = prompts.render("visibility_instructions") if long else None
     last = stage >= N_STAGES - 1
-    scene = world.make_scene(rng.randrange(2**31), stage_scenes(stage, p_small))
+    spec = pulled_scene_spec(rng) if last and rng.random() < p_pulled \
+        else stage_scenes(stage, p_small)
+    scene = world.make_scene(rng.randrange(2**31), spec)
     roll = rng.random()
     if roll < p_no_image:
         sts = [rng.choice(pool) for _ in range(turns)]
@@ -256,6 +287,17 @@ def cascade_item(rng: random.Random, scene: Scene, pool: list[Statement], rounds
         statements += [st, st]
         decisions += [float(yes), float(yes)]
     return Item(scene.image, msgs, [None] * len(msgs[1::2]), scene, statements, decisions)
+
+
+def compile_item(rng: random.Random, rules: Sequence[ToyRule], p_score: float) -> Item:
+    """A compile chat exactly as the compiler asks it (one user turn, no image): the
+    objectiveness score or the precondition chain of a training rule, as JSON."""
+    rule = rng.choice(rules)
+    if rng.random() < p_score:
+        prompt, answer = prompts.render("objectify_score", rule=rule.text), SCORE_ANSWER
+    else:
+        prompt, answer = prompts.render("preconditions", rule=rule.text), rule.answer()
+    return Item(None, [_user([prompt]), _assistant(answer)], [None], None, [None])
 
 
 def topic(colours: list[str]) -> str:
@@ -652,10 +694,12 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     )
     stage, run = 0, 0.5
     stages: list[int] = []
+    compile_rules, _ = compile_tasks.split()
+    compile_rng = random.Random(recipe.seed + 1)
     for step in range(recipe.phase_b_steps):
         items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade,
                            recipe.p_small, recipe.cascade_rounds, recipe.p_relevance,
-                           recipe.p_baseline)
+                           recipe.p_baseline, recipe.p_pulled)
                  for _ in range(recipe.phase_b_batch)]
         batch = enc.encode(items)
         with_image = [it for it in items if it.scene is not None]
@@ -664,6 +708,11 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         loss, stats = batch_loss(model, enc, batch, aux if with_image else None, aux_t,
                                  recipe.aux_weight, probes, recipe.probe_layer,
                                  recipe.probe_weight)
+        if stage >= 1 and recipe.compile_batch:
+            chats = [compile_item(compile_rng, compile_rules, recipe.p_score)
+                     for _ in range(recipe.compile_batch)]
+            compile_loss, _ = batch_loss(model, enc, enc.encode(chats))
+            loss = loss + compile_loss
         sched(step)
         opt.zero_grad()
         loss.backward()
@@ -687,6 +736,33 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
             log(f"PROBE {step + 1} {probe(model, processor)} {time.time() - t0:.0f}s")
             model.train()
     report["phase_b_seconds"] = time.time() - t1
+
+    # Phase C: the last stage again, with many scenes built for the pull and a stronger
+    # pull target (`PULLED_C`), plus compile chats so those are not forgotten. Trained in
+    # phase B alone, the pull was not learnt (pulled dots at M ~0.93, like any small dot).
+    if recipe.phase_c_steps:
+        global PULLED
+        PULLED, kept = PULLED_C, PULLED
+        opt, sched = _optimizer([(list(model.parameters()), recipe.phase_c_lr)],
+                                recipe.phase_c_steps, recipe.warmup, 0.5)
+        for step in range(recipe.phase_c_steps):
+            items = [make_item(rng, N_STAGES - 1, recipe.turns, recipe.p_no_image,
+                               recipe.p_cascade, recipe.p_small, recipe.cascade_rounds,
+                               recipe.p_relevance, recipe.p_baseline, recipe.p_pulled_c)
+                     for _ in range(recipe.phase_c_batch)]
+            loss, _ = batch_loss(model, enc, enc.encode(items))
+            if recipe.phase_c_compile:
+                chats = [compile_item(compile_rng, compile_rules, recipe.p_score)
+                         for _ in range(recipe.phase_c_compile)]
+                loss = loss + batch_loss(model, enc, enc.encode(chats))[0]
+            sched(step)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step % 20 == 0 or step == recipe.phase_c_steps - 1:
+                log(f"C {step} loss {loss.item():.3f} cpu {time.process_time() - c0:.0f}s")
+        PULLED = kept
     report["cpu_seconds"] = time.process_time() - c0
     report["stage_steps"] = stages
     report["final_stage"] = stage

@@ -3,17 +3,17 @@
 A scene is 224x224 pixels on a light, slightly tinted background. It holds 1-3 *objects*
 (a colour from `COLOURS` and a shape from `SHAPES`), 0-2 grey *distractors* that no
 statement is about, and sometimes a line of black *text*. The world is built so that a
-tiny ViT that sees it at 112 px (16 image tokens) can learn everything its statements ask
-about within minutes on a CPU (see ../shared/notes/toy-training.md: colour is learnt fast,
-shape at 16 tokens is not):
+tiny ViT can learn everything its statements ask about within minutes on a CPU (see
+../shared/notes/toy-training.md: colour is learnt fast, shape at 16 image tokens is not;
+the VLM now sees the scene at full size, 256 tokens):
 
 * statements are about colour presence ("a red shape") and text ("written text") only;
   shapes are drawn (CLIP's captions and OWLv2's queries name them) but no statement asks
   about them;
 * four well-separated colours; the distractors are grey, so nothing is confusable;
-* large objects are 64-100 px; small ones are 28-36 px (about one 14-px patch at the
-  VLM's 112 px) and always round ("dots");
-* text is large (28-36 px glyphs, drawn bold) so that it survives the downscale;
+* large objects are 64-100 px; small ones are 28-36 px (about 2x2 of the VLM's 14-px
+  patches; one patch when the scene was seen at 112 px) and always round ("dots");
+* text is large (28-36 px glyphs, drawn bold), from when the scene was seen at 112 px;
 * green and yellow never share a scene, so "a green shape together with a yellow shape"
   is never true (the toy constitution has a rule that no scene violates);
 * objects may overlap, but each keeps at least 60% of its area visible.

@@ -1,0 +1,106 @@
+"""The compile tasks of the toy world: rules of the toy grammar, and their right answers.
+
+The toy VLM learns CLUE's stages 1 and 2 for this grammar (judge/toy/train_vlm.py): the
+objectiveness score, and the precondition chain with object words and a topic, both as the
+JSON the compiler asks for, answering the compiler's own prompts. A rule names one, two or
+three colours of shapes, all together, and a precondition may allow two colours:
+
+    Images must not show a yellow shape together with a red or a blue shape.
+    -> [a yellow shape] AND ([a red shape] OR [a blue shape])
+
+`split()` keeps some chains out of training altogether (in every wording), so a test can
+check that `judge compile --model toy` extracts chains it never saw; the toy constitution's
+own rules are always in training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import dataclass
+
+COLOURS: tuple[str, ...] = ("red", "blue", "green", "yellow")  # also the topic's order
+HELD_OUT_SEED = 1234
+N_HELD_OUT = 20
+
+# The objectiveness answer: every rule of the grammar names only colours of shapes.
+SCORE_ANSWER = json.dumps({
+    "explanation": "It names only shapes and their colours, which anyone can see.",
+    "score": 10,
+})
+
+Chain = tuple[tuple[str, ...], ...]  # preconditions, each its alternative colours
+
+
+@dataclass(frozen=True)
+class ToyRule:
+    chain: Chain
+    wording: int
+
+    @property
+    def text(self) -> str:
+        parts = [_phrase(alts) for alts in self.chain]
+        w = self.wording % 3
+        if len(parts) == 1:
+            tail = (", however small or off-centre.", ".", " anywhere in the picture.")[w]
+            return f"Images must not show {parts[0]}{tail}"
+        if len(parts) == 2:
+            link = (" together with ", " and ", " next to ")[w]
+            end = ("", " in the same picture", "")[w]
+            return f"Images must not show {parts[0]}{link}{parts[1]}{end}."
+        listed = f"{', '.join(parts[:-1])} and {parts[-1]}"
+        return f"Images must not show {listed} {('together', 'in the same picture', 'at once')[w]}."
+
+    def preconditions(self) -> list[dict[str, list[str]]]:
+        """The chain as the lock holds it: statements and object words per precondition."""
+        return [{"any_of": [f"a {c} shape" for c in alts], "objects": [f"{c} shape" for c in alts]}
+                for alts in self.chain]
+
+    @property
+    def topic(self) -> str:
+        names = [c for c in COLOURS if any(c in alts for alts in self.chain)]
+        head = ", ".join(names[:-1])
+        return f"{head + ' or ' if head else ''}{names[-1]} shapes"
+
+    def answer(self) -> str:
+        """The JSON answer to the compiler's precondition prompt."""
+        return json.dumps({"preconditions": self.preconditions(), "topic": self.topic})
+
+
+def _phrase(alts: tuple[str, ...]) -> str:
+    return f"a {alts[0]} shape" if len(alts) == 1 else f"a {alts[0]} or a {alts[1]} shape"
+
+
+def all_chains() -> list[Chain]:
+    """Every chain of the grammar: 1-3 single colours, or a pair of alternatives alone or
+    with one more colour before or after it (100 chains)."""
+    out: list[Chain] = []
+    for n in (1, 2, 3):
+        out += [tuple((c,) for c in cols) for cols in itertools.permutations(COLOURS, n)]
+    for a, b in itertools.permutations(COLOURS, 2):
+        out.append(((a, b),))
+        for c in COLOURS:
+            if c not in (a, b):
+                out += [((c,), (a, b)), ((a, b), (c,))]
+    return out
+
+
+def toy_constitution_chains() -> set[Chain]:
+    """The chains of the toy constitution's rules."""
+    from judge.toy.labelled import toy_constitution
+
+    return {tuple(tuple(str(getattr(a, "text", a)).split()[1] for a in p.any_of)
+                  for p in rule.preconditions)
+            for rule in toy_constitution().rules}
+
+
+def split() -> tuple[list[ToyRule], list[ToyRule]]:
+    """(training rules in every wording, held-out rules): `N_HELD_OUT` chains that never
+    appear in training, each in one wording. The toy constitution's chains stay in training."""
+    kept = toy_constitution_chains()
+    chains = all_chains()
+    random.Random(HELD_OUT_SEED).shuffle(chains)
+    held = [c for c in chains if c not in kept][:N_HELD_OUT]
+    train = [ToyRule(c, w) for c in chains if c not in held for w in range(3)]
+    return train, [ToyRule(c, i) for i, c in enumerate(held)]
