@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 import yaml
 
 from judge.constitution.schema import Lock
-from judge.toy.compile_tasks import ToyRule, split
+from judge.toy.compile_tasks import COLOURS, ToyRule, split
+
+
+def in_grammar(statement: str) -> bool:
+    """Whether `statement` is one of the toy grammar's statements ("a red shape")."""
+    return statement in {f"a {c} shape" for c in COLOURS}
 
 
 def held_out_rules() -> list[ToyRule]:
