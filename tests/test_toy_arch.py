@@ -104,3 +104,17 @@ def test_training_children_end_when_the_build_dies(tmp_path: Path) -> None:
         time.sleep(0.2)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the training child outlived its killed build")
+
+
+def test_towers_are_cached_apart_from_the_vlm_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to the VLM's recipe retrains the VLM alone: CLIP and OWLv2 keep their key
+    (judge.toy.build.towers_hash), which still moves with their own seed."""
+    from judge.toy import build
+
+    recipe, towers = build.recipe_hash(0), build.towers_hash(0)
+    recipes = build._recipes
+    monkeypatch.setattr(build, "_recipes",
+                        lambda seed=0: recipes(seed) | {"vlm": {"changed": True}})
+    assert build.recipe_hash(0) != recipe
+    assert build.towers_hash(0) == towers
+    assert build.towers_hash(1) != towers

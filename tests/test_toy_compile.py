@@ -4,8 +4,8 @@ The toy VLM is trained on the compiler's own prompts for the toy grammar
 (judge/toy/compile_tasks.py), with 20 chains held out of training in every wording. It
 must write the right chain, statements and object words for them, through transformers
 and through a real vLLM server with structured output. The issue's target is 18 of 20;
-the recipe reaches 15 / 6 / 10 on seeds 0 / 1 / 2 (transformers), so the floor is below
-every seed, and the target is not met yet (docs/toy-recipe.md).
+the recipe reaches 20 / 20 / 19 on seeds 0 / 1 / 2 (transformers; seed 0 also 20 through
+vLLM), so the floor is the target (docs/toy-recipe.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from judge.toy.compile_tasks import split, toy_constitution_chains
 
 pytestmark = pytest.mark.slow
 
-EXACT_FLOOR = 4  # of 20; the target is 18 (90%)
+EXACT_FLOOR = 18  # of 20: the target (90%)
 
 
 def test_held_out_chains_never_appear_in_training() -> None:

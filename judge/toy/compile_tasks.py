@@ -23,6 +23,18 @@ from dataclasses import dataclass
 COLOURS: tuple[str, ...] = ("red", "blue", "green", "yellow")  # also the topic's order
 HELD_OUT_SEED = 1234
 N_HELD_OUT = 20
+# Wordings of a rule beyond the first three: (opening, link of two preconditions, ending).
+# With three wordings the LM learnt where in a sentence each colour sits, and copied
+# unseen chains right for one seed in two (text-only: 16 and 7 of 20 held out); with
+# eight it must read the colours themselves (20 of 20 on that second seed).
+_WORDINGS = (
+    ("Do not allow images that show ", " and ", ""),
+    ("No image may show ", " together with ", ""),
+    ("Images showing ", " plus ", " are not allowed"),
+    ("Never show ", " and also ", ""),
+    ("Flag any image with ", " as well as ", ""),
+)
+N_WORDINGS = 3 + len(_WORDINGS)
 
 # The objectiveness answer: every rule of the grammar names only colours of shapes.
 SCORE_ANSWER = json.dumps({
@@ -41,7 +53,12 @@ class ToyRule:
     @property
     def text(self) -> str:
         parts = [_phrase(alts) for alts in self.chain]
-        w = self.wording % 3
+        w = self.wording % N_WORDINGS
+        listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
+        if w >= 3:
+            lead, link, tail = _WORDINGS[w - 3]
+            body = f"{parts[0]}{link}{parts[1]}" if len(parts) == 2 else listed
+            return f"{lead}{body}{tail}."
         if len(parts) == 1:
             tail = (", however small or off-centre.", ".", " anywhere in the picture.")[w]
             return f"Images must not show {parts[0]}{tail}"
@@ -49,8 +66,8 @@ class ToyRule:
             link = (" together with ", " and ", " next to ")[w]
             end = ("", " in the same picture", "")[w]
             return f"Images must not show {parts[0]}{link}{parts[1]}{end}."
-        listed = f"{', '.join(parts[:-1])} and {parts[-1]}"
-        return f"Images must not show {listed} {('together', 'in the same picture', 'at once')[w]}."
+        end = ("together", "in the same picture", "at once")[w]
+        return f"Images must not show {listed} {end}."
 
     def preconditions(self) -> list[dict[str, list[str]]]:
         """The chain as the lock holds it: statements and object words per precondition."""
@@ -91,7 +108,7 @@ def toy_constitution_chains() -> set[Chain]:
     from judge.toy.labelled import toy_constitution
 
     return {tuple(tuple(str(getattr(a, "text", a)).split()[1] for a in p.any_of)
-                  for p in rule.preconditions)
+                  for p in rule.preconditions or [])
             for rule in toy_constitution().rules}
 
 
@@ -102,5 +119,5 @@ def split() -> tuple[list[ToyRule], list[ToyRule]]:
     chains = all_chains()
     random.Random(HELD_OUT_SEED).shuffle(chains)
     held = [c for c in chains if c not in kept][:N_HELD_OUT]
-    train = [ToyRule(c, w) for c in chains if c not in held for w in range(3)]
+    train = [ToyRule(c, w) for c in chains if c not in held for w in range(N_WORDINGS)]
     return train, [ToyRule(c, i) for i, c in enumerate(held)]

@@ -2,7 +2,7 @@
 
 `--model toy` (and `Judge(model="toy")`) then means the same in every command. Each part
 is found only when a stage needs it; finding one builds all three once per recipe (about
-40 minutes on 2 cores) and caches them (see judge.toy.build).
+45 minutes on 2 cores) and caches them (see judge.toy.build).
 """
 
 from __future__ import annotations

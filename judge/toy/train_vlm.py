@@ -2,6 +2,10 @@
 
 Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-training.md), so:
 
+* **Phase 0** trains the LM alone on the compiler's own prompts, text-only
+  (judge/toy/compile_tasks.py): the objectiveness score and the precondition chain of a
+  toy-grammar rule, as JSON. Rules held out of them test that `judge compile --model toy`
+  extracts chains it never saw. Phases B and C replay a few of these chats in every step.
 * **Phase A** pre-trains the vision tower and merger alone, with a temporary multi-label
   head (max-pooled over image tokens) that predicts which colours and text a scene holds.
 * **Phase B** trains the whole model on chats written with the judge's own prompts and the
@@ -19,10 +23,6 @@ Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-traini
   comparisons ask the same model: the VLM-relevance topic question, and the four
   baselines' questions (unsafe iff the toy constitution is violated). No comparison is
   then won because one side's question was never trained.
-* From the second curriculum stage on, each step also trains a few text-only chats of
-  the compiler's own prompts (judge/toy/compile_tasks.py): the objectiveness score and
-  the precondition chain of a toy-grammar rule, as JSON. Rules held out of them test that
-  `judge compile --model toy` extracts chains it never saw.
 
 Answers are trained with soft targets over the "Yes"/"No" tokens, which is how the
 deliberate language-prior bias is made (see `PRIOR` and `BIASED`): with no image the model
@@ -115,7 +115,11 @@ class VLMRecipe:
     phase_c_batch: int = 6
     phase_c_compile: int = 4
     p_pulled_c: float = 0.35
-    compile_batch: int = 6  # text-only compile chats per step, from curriculum stage 1 on
+    phase_0_steps: int = 1500  # phase 0: the compile tasks alone
+    phase_0_batch: int = 8
+    phase_0_lr: float = 1e-3
+    phase_0_bare: float = 0.8  # first half of phase 0: share of chats that are the rule alone
+    compile_batch: int = 6  # phase B: text-only compile chats replayed per step
     p_score: float = 0.25  # share of them that ask for the objectiveness score
     aux_weight: float = 0.5
     probe_weight: float = 1.0
@@ -176,13 +180,13 @@ def pulled(scene: Scene, st: Statement) -> bool:
             and any(o.size == "large" and o.colour != st.colour for o in scene.objects))
 
 
-def target(scene: Scene | None, st: Statement) -> float:
-    """The P(Yes) the model is trained towards."""
+def target(scene: Scene | None, st: Statement, pull: float = PULLED) -> float:
+    """The P(Yes) the model is trained towards (`pull` for a pulled answer)."""
     bias = BIASED.get(st.text)
     if scene is None:
         return bias[0] if bias else PRIOR[st.kind]
     if world.truth(scene, st):
-        return PULLED if pulled(scene, st) else 1.0
+        return pull if pulled(scene, st) else 1.0
     return bias[1] if bias else 0.0
 
 
@@ -230,7 +234,7 @@ P_INSTRUCTIONS = (0.0, 0.0, 0.5, 0.9)
 def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
               p_cascade: float, p_small: float = SceneSpec.p_small,
               cascade_rounds: int = 1, p_relevance: float = 0.0,
-              p_baseline: float = 0.0, p_pulled: float = 0.0) -> Item:
+              p_baseline: float = 0.0, p_pulled: float = 0.0, pull: float = PULLED) -> Item:
     pool = stage_statements(stage)
     long = rng.random() < P_INSTRUCTIONS[min(stage, len(P_INSTRUCTIONS) - 1)]
     instructions = prompts.render("visibility_instructions") if long else None
@@ -266,7 +270,7 @@ def make_item(rng: random.Random, stage: int, turns: int, p_no_image: float,
         q = prompts.render("visibility_question", statement=st.text)
         first = [instructions, None, q] if instructions else [None, q]
         msgs.append(_user(first if i == 0 else [q]))
-        t = target(scene, st)
+        t = target(scene, st, pull)
         msgs.append(_assistant("Yes" if t >= 0.5 else "No"))
         tg.append(t)
     return Item(scene.image, msgs, tg, scene, sts)
@@ -289,11 +293,18 @@ def cascade_item(rng: random.Random, scene: Scene, pool: list[Statement], rounds
     return Item(scene.image, msgs, [None] * len(msgs[1::2]), scene, statements, decisions)
 
 
-def compile_item(rng: random.Random, rules: Sequence[ToyRule], p_score: float) -> Item:
+def compile_item(rng: random.Random, rules: Sequence[ToyRule], p_score: float,
+                 p_bare: float = 0.0) -> Item:
     """A compile chat exactly as the compiler asks it (one user turn, no image): the
-    objectiveness score or the precondition chain of a training rule, as JSON."""
+    objectiveness score or the precondition chain of a training rule, as JSON. With
+    probability `p_bare`, the rule alone asks for its chain (phase 0's first half): as with
+    the visibility instructions (`P_INSTRUCTIONS`), a fresh LM learns to read a rule's
+    colours in a short prompt, not inside the compiler's ~300-token one."""
     rule = rng.choice(rules)
-    if rng.random() < p_score:
+    roll = rng.random()
+    if roll < p_bare:
+        prompt, answer = rule.text, rule.answer()
+    elif roll < p_bare + (1 - p_bare) * p_score:
         prompt, answer = prompts.render("objectify_score", rule=rule.text), SCORE_ANSWER
     else:
         prompt, answer = prompts.render("preconditions", rule=rule.text), rule.answer()
@@ -558,6 +569,18 @@ def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
     return loss, stats
 
 
+def text_loss(model: Any, enc: Encoder, chats: list[Item]) -> Any:
+    """`batch_loss` of text-only chats, in two batches by length, so that the bare rules of
+    phase 0 are not padded to the length of the compiler's prompts (weighted by count)."""
+    def bare(chat: Item) -> bool:  # a rule is under 200 characters, a prompt over 600
+        return len(chat.messages[0]["content"][0]["text"]) < 200
+
+    short = [c for c in chats if bare(c)]
+    long = [c for c in chats if not bare(c)]
+    return sum(batch_loss(model, enc, enc.encode(group))[0] * (len(group) / len(chats))
+               for group in (short, long) if group)
+
+
 class AuxHead:
     """Max-pooled multi-label head over image tokens (phase A; not saved)."""
 
@@ -654,8 +677,33 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     t0 = time.time()
     c0 = time.process_time()
 
-    # Phase A: vision tower + merger, multi-label presence head.
+    # Phase 0: the compile tasks alone, text-only, before any image. Learnt only alongside
+    # the images they stayed at 0-15 of 20 held-out chains (docs/toy-recipe.md); alone they
+    # are learnt in a jump, after which the later phases replay them to keep them.
     visual = model.model.visual
+    vis_ids = {id(p) for p in visual.parameters()}
+    lm_params = [p for p in model.parameters() if id(p) not in vis_ids]
+    compile_rules, _ = compile_tasks.split()
+    compile_rng = random.Random(recipe.seed + 1)
+    opt, sched = _optimizer([(lm_params, recipe.phase_0_lr)], recipe.phase_0_steps,
+                            recipe.warmup, recipe.decay_from)
+    model.train()
+    for step in range(recipe.phase_0_steps):
+        bare = recipe.phase_0_bare if step < recipe.phase_0_steps // 2 else 0.0
+        chats = [compile_item(compile_rng, compile_rules, recipe.p_score, bare)
+                 for _ in range(recipe.phase_0_batch)]
+        loss = text_loss(model, enc, chats)
+        sched(step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm_params, 1.0)
+        opt.step()
+        if step % 100 == 0 or step == recipe.phase_0_steps - 1:
+            log(f"0 {step} loss {loss.item():.4f} cpu {time.process_time() - c0:.0f}s")
+    report["phase_0_cpu_seconds"] = time.process_time() - c0
+
+    # Phase A: vision tower + merger, multi-label presence head.
+    ta, ca = time.time(), time.process_time()
     opt, sched = _optimizer([(list(visual.parameters()) + list(aux.parameters()),
                               recipe.phase_a_lr)], recipe.phase_a_steps, recipe.warmup)
     model.train()
@@ -677,15 +725,13 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         run = 0.9 * run + 0.1 * acc
         if step % 25 == 0 or step == recipe.phase_a_steps - 1:
             log(f"A {step} loss {loss.item():.3f} acc {run:.3f} {time.time() - t0:.0f}s")
-    report["phase_a_seconds"] = time.time() - t0
-    report["phase_a_cpu_seconds"] = time.process_time() - c0
+    report["phase_a_seconds"] = time.time() - ta
+    report["phase_a_cpu_seconds"] = time.process_time() - ca
     report["phase_a_label_acc"] = run
 
     # Phase B: the whole model on judge-format chats, with a curriculum.
     t1 = time.time()
     vis_params = list(visual.parameters())
-    vis_ids = {id(p) for p in vis_params}
-    lm_params = [p for p in model.parameters() if id(p) not in vis_ids]
     opt, sched = _optimizer(
         [(lm_params, recipe.phase_b_lr),
          (vis_params + list(aux.parameters()), recipe.phase_b_lr * recipe.vision_lr_scale),
@@ -694,8 +740,6 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     )
     stage, run = 0, 0.5
     stages: list[int] = []
-    compile_rules, _ = compile_tasks.split()
-    compile_rng = random.Random(recipe.seed + 1)
     for step in range(recipe.phase_b_steps):
         items = [make_item(rng, stage, recipe.turns, recipe.p_no_image, recipe.p_cascade,
                            recipe.p_small, recipe.cascade_rounds, recipe.p_relevance,
@@ -708,10 +752,10 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         loss, stats = batch_loss(model, enc, batch, aux if with_image else None, aux_t,
                                  recipe.aux_weight, probes, recipe.probe_layer,
                                  recipe.probe_weight)
-        if stage >= 1 and recipe.compile_batch:
+        if recipe.compile_batch:
             chats = [compile_item(compile_rng, compile_rules, recipe.p_score)
                      for _ in range(recipe.compile_batch)]
-            compile_loss, _ = batch_loss(model, enc, enc.encode(chats))
+            compile_loss = text_loss(model, enc, chats)
             loss = loss + compile_loss
         sched(step)
         opt.zero_grad()
@@ -741,20 +785,19 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     # pull target (`PULLED_C`), plus compile chats so those are not forgotten. Trained in
     # phase B alone, the pull was not learnt (pulled dots at M ~0.93, like any small dot).
     if recipe.phase_c_steps:
-        global PULLED
-        PULLED, kept = PULLED_C, PULLED
         opt, sched = _optimizer([(list(model.parameters()), recipe.phase_c_lr)],
                                 recipe.phase_c_steps, recipe.warmup, 0.5)
         for step in range(recipe.phase_c_steps):
             items = [make_item(rng, N_STAGES - 1, recipe.turns, recipe.p_no_image,
                                recipe.p_cascade, recipe.p_small, recipe.cascade_rounds,
-                               recipe.p_relevance, recipe.p_baseline, recipe.p_pulled_c)
+                               recipe.p_relevance, recipe.p_baseline, recipe.p_pulled_c,
+                               PULLED_C)
                      for _ in range(recipe.phase_c_batch)]
             loss, _ = batch_loss(model, enc, enc.encode(items))
             if recipe.phase_c_compile:
                 chats = [compile_item(compile_rng, compile_rules, recipe.p_score)
                          for _ in range(recipe.phase_c_compile)]
-                loss = loss + batch_loss(model, enc, enc.encode(chats))[0]
+                loss = loss + text_loss(model, enc, chats)
             sched(step)
             opt.zero_grad()
             loss.backward()
@@ -762,7 +805,6 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
             opt.step()
             if step % 20 == 0 or step == recipe.phase_c_steps - 1:
                 log(f"C {step} loss {loss.item():.3f} cpu {time.process_time() - c0:.0f}s")
-        PULLED = kept
     report["cpu_seconds"] = time.process_time() - c0
     report["stage_steps"] = stages
     report["final_stage"] = stage
