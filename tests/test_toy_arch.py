@@ -118,3 +118,22 @@ def test_towers_are_cached_apart_from_the_vlm_recipe(monkeypatch: pytest.MonkeyP
     assert build.recipe_hash(0) != recipe
     assert build.towers_hash(0) == towers
     assert build.towers_hash(1) != towers
+
+
+def test_towers_are_saved_once_under_their_key(tmp_path: Path) -> None:
+    """A build that trained CLIP and OWLv2 keeps a copy under their key; a second build
+    that trained the same towers meanwhile leaves the first copy as it is."""
+    import json
+
+    from judge.toy.build import _DONE, _save_towers
+
+    out = tmp_path / "build"
+    for name in ("clip", "owlv2"):
+        (out / name).mkdir(parents=True)
+        (out / name / "model.safetensors").write_bytes(name.encode())
+    dest = tmp_path / "towers-key"
+    _save_towers(out, {"clip": {"steps": 1}}, dest)
+    _save_towers(out, {"clip": {"steps": 2}}, dest)
+    assert (dest / "owlv2" / "model.safetensors").read_bytes() == b"owlv2"
+    assert json.loads((dest / _DONE).read_text())["clip"]["steps"] == 1
+    assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
