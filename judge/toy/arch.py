@@ -20,6 +20,7 @@ are known to serve on vLLM's CPU build.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,12 @@ def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
     """Texts the tokenizer learns its merges from: every judge prompt, rendered, and the
     compile tasks' training rules and answers."""
     from judge import prompts
-    from judge.toy.compile_tasks import SCORE_ANSWER, split
+    from judge.toy.compile_tasks import (
+        SCORE_ANSWER,
+        VAGUE_EXPLANATION,
+        VAGUE_SCORE_ANSWER,
+        split,
+    )
     from judge.toy.labelled import toy_constitution
     from judge.toy.train_vlm import (
         baseline_reason_answer,
@@ -126,9 +132,13 @@ def tokenizer_corpus(extra: Iterable[str] = ()) -> list[str]:
     for name in ("baseline_constitution", "baseline_constitution_cot"):
         texts.append(prompts.render(name, rules=rules))
     for rule in split()[0]:
+        vague = replace(rule, vague=True)
         texts += [prompts.render("objectify_score", rule=rule.text),
-                  prompts.render("preconditions", rule=rule.text), rule.answer()]
-    texts.append(SCORE_ANSWER)
+                  prompts.render("preconditions", rule=rule.text), rule.answer(),
+                  prompts.render("objectify_score", rule=vague.text),
+                  prompts.render("objectify_rewrite", rule=vague.text,
+                                 explanation=VAGUE_EXPLANATION), vague.rewrite_answer()]
+    texts += [SCORE_ANSWER, VAGUE_SCORE_ANSWER]
     texts.extend(extra)
     # Repeated so that BPE merges each label into one token (checked after training).
     for _ in range(200):

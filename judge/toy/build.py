@@ -50,7 +50,7 @@ _TOWERS = ("clip", "owlv2")
 TRAINED_PROMPTS = ("visibility_instructions", "visibility_question", "reason", "summarise",
                    "relevance_question", "baseline_prior", "baseline_prior_cot",
                    "baseline_constitution", "baseline_constitution_cot", "baseline_summarise",
-                   "objectify_score", "preconditions")
+                   "objectify_score", "objectify_rewrite", "preconditions")
 _DONE = "toy-models.json"  # written last: its presence means the folder is complete
 EXPECTED = Path(__file__).with_name("expected.json")
 # Environment of the training processes: AVX2 kernels in ATen, oneDNN and MKL (with MKL's

@@ -11,6 +11,14 @@ three colours of shapes, all together, and a precondition may allow two colours:
 `split()` keeps some chains out of training altogether (in every wording), so a test can
 check that `judge compile --model toy` extracts chains it never saw; the toy constitution's
 own rules are always in training.
+
+Stage 1 has something to do too: a *vague* rule names its shapes by a judgement word
+instead of a colour (`VAGUE`: "a menacing shape" for a red one). The model scores it low
+(`VAGUE_SCORE`) and rewrites it into the grammar (the same chain, in the first wording),
+which then scores 10:
+
+    Images must not show a menacing shape next to a garish shape.     -> score 3
+    -> rewrite: Images must not show a red shape together with a yellow shape.  -> score 10
 """
 
 from __future__ import annotations
@@ -41,6 +49,13 @@ SCORE_ANSWER = json.dumps({
     "explanation": "It names only shapes and their colours, which anyone can see.",
     "score": 10,
 })
+# The judgement word that stands for each colour in a vague rule. A toy convention: the
+# model learns what each means, as a real one knows what "gory" looks like.
+VAGUE: dict[str, str] = {"red": "menacing", "blue": "gloomy", "green": "sickly",
+                         "yellow": "garish"}
+VAGUE_SCORE = 3
+VAGUE_EXPLANATION = "It names its shapes by judgement words, not by colours anyone can see."
+VAGUE_SCORE_ANSWER = json.dumps({"explanation": VAGUE_EXPLANATION, "score": VAGUE_SCORE})
 
 Chain = tuple[tuple[str, ...], ...]  # preconditions, each its alternative colours
 
@@ -49,10 +64,11 @@ Chain = tuple[tuple[str, ...], ...]  # preconditions, each its alternative colou
 class ToyRule:
     chain: Chain
     wording: int
+    vague: bool = False  # shapes named by `VAGUE` judgement words instead of colours
 
     @property
     def text(self) -> str:
-        parts = [_phrase(alts) for alts in self.chain]
+        parts = [_phrase(alts, self.vague) for alts in self.chain]
         w = self.wording % N_WORDINGS
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
         if w >= 3:
@@ -84,9 +100,22 @@ class ToyRule:
         """The JSON answer to the compiler's precondition prompt."""
         return json.dumps({"preconditions": self.preconditions(), "topic": self.topic})
 
+    def objective(self) -> ToyRule:
+        """The rule as the rewrite gives it: the same chain, colours named, first wording."""
+        return ToyRule(self.chain, 0)
 
-def _phrase(alts: tuple[str, ...]) -> str:
-    return f"a {alts[0]} shape" if len(alts) == 1 else f"a {alts[0]} or a {alts[1]} shape"
+    def score_answer(self) -> str:
+        """The JSON answer to the compiler's objectiveness prompt."""
+        return VAGUE_SCORE_ANSWER if self.vague else SCORE_ANSWER
+
+    def rewrite_answer(self) -> str:
+        """The JSON answer to the compiler's rewrite prompt."""
+        return json.dumps({"rule": self.objective().text})
+
+
+def _phrase(alts: tuple[str, ...], vague: bool = False) -> str:
+    names = [VAGUE[c] if vague else c for c in alts]
+    return f"a {names[0]} shape" if len(names) == 1 else f"a {names[0]} or a {names[1]} shape"
 
 
 def all_chains() -> list[Chain]:
@@ -121,3 +150,9 @@ def split() -> tuple[list[ToyRule], list[ToyRule]]:
     held = [c for c in chains if c not in kept][:N_HELD_OUT]
     train = [ToyRule(c, w) for c in chains if c not in held for w in range(N_WORDINGS)]
     return train, [ToyRule(c, i) for i, c in enumerate(held)]
+
+
+def vague_held_out() -> list[ToyRule]:
+    """The held-out chains written vaguely, one wording each: neither the chain nor any
+    rewrite of it was trained."""
+    return [ToyRule(r.chain, r.wording, vague=True) for r in split()[1]]

@@ -4,8 +4,10 @@ Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-traini
 
 * **Phase 0** trains the LM alone on the compiler's own prompts, text-only
   (judge/toy/compile_tasks.py): the objectiveness score and the precondition chain of a
-  toy-grammar rule, as JSON. Rules held out of them test that `judge compile --model toy`
-  extracts chains it never saw. Phases B and C replay a few of these chats in every step.
+  toy-grammar rule, as JSON, and for a vague rule (a judgement word for a colour) a low
+  score and the rewrite back into the grammar. Rules held out of them test that `judge
+  compile --model toy` extracts chains, and rewrites vague rules, it never saw. Phases B
+  and C replay a few of these chats in every step.
 * **Phase A** pre-trains the vision tower and merger alone, with a temporary multi-label
   head (max-pooled over image tokens) that predicts which colours and text a scene holds.
 * **Phase B** trains the whole model on chats written with the judge's own prompts and the
@@ -42,13 +44,13 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from judge import prompts
 from judge.toy import compile_tasks, world
-from judge.toy.compile_tasks import SCORE_ANSWER, ToyRule
+from judge.toy.compile_tasks import VAGUE_EXPLANATION, ToyRule
 from judge.toy.world import Scene, SceneSpec, Statement
 
 # Language prior the model is trained to have (P(Yes) with no image), per statement kind.
@@ -116,11 +118,12 @@ class VLMRecipe:
     phase_c_compile: int = 4
     p_pulled_c: float = 0.35
     phase_0_steps: int = 1500  # phase 0: the compile tasks alone
-    phase_0_batch: int = 8
+    phase_0_batch: int = 10  # 8 before the vague rules: as many chain chats as then
     phase_0_lr: float = 1e-3
     phase_0_bare: float = 0.8  # first half of phase 0: share of chats that are the rule alone
     compile_batch: int = 6  # phase B: text-only compile chats replayed per step
     p_score: float = 0.25  # share of them that ask for the objectiveness score
+    p_vague: float = 0.25  # share of compile chats about a vague rule (score or rewrite)
     aux_weight: float = 0.5
     probe_weight: float = 1.0
     probe_layer: int = 2  # hidden_states index: the output of LM layer 2 of 3
@@ -212,6 +215,7 @@ class Item:
     scene: Scene | None
     statements: Sequence[Statement | None]  # per assistant turn: the world statement, if any
     decisions: list[float | None] = field(default_factory=list)
+    bare: bool = False  # a rule alone, without the compiler's prompt (see `text_loss`)
 
 
 def _user(parts: list[Any]) -> dict[str, Any]:
@@ -294,18 +298,28 @@ def cascade_item(rng: random.Random, scene: Scene, pool: list[Statement], rounds
 
 
 def compile_item(rng: random.Random, rules: Sequence[ToyRule], p_score: float,
-                 p_bare: float = 0.0) -> Item:
-    """A compile chat exactly as the compiler asks it (one user turn, no image): the
-    objectiveness score or the precondition chain of a training rule, as JSON. With
-    probability `p_bare`, the rule alone asks for its chain (phase 0's first half): as with
-    the visibility instructions (`P_INSTRUCTIONS`), a fresh LM learns to read a rule's
-    colours in a short prompt, not inside the compiler's ~300-token one."""
+                 p_bare: float = 0.0, p_vague: float = 0.0) -> Item:
+    """A compile chat exactly as the compiler asks it (one user turn, no image), answered
+    as JSON: the objectiveness score of a training rule, and then its precondition chain,
+    or for a vague rule (probability `p_vague`) its rewrite into the grammar. With
+    probability `p_bare`, the rule alone asks for its chain or rewrite (phase 0's first
+    half): as with the visibility instructions (`P_INSTRUCTIONS`), a fresh LM learns to read
+    a rule's colours in a short prompt, not inside the compiler's ~300-token one."""
     rule = rng.choice(rules)
+    if rng.random() < p_vague:
+        rule = replace(rule, vague=True)
     roll = rng.random()
     if roll < p_bare:
-        prompt, answer = rule.text, rule.answer()
-    elif roll < p_bare + (1 - p_bare) * p_score:
-        prompt, answer = prompts.render("objectify_score", rule=rule.text), SCORE_ANSWER
+        item = Item(None, [_user([rule.text]),
+                           _assistant(rule.rewrite_answer() if rule.vague else rule.answer())],
+                    [None], None, [None], bare=True)
+        return item
+    if roll < p_bare + (1 - p_bare) * p_score:
+        prompt, answer = prompts.render("objectify_score", rule=rule.text), rule.score_answer()
+    elif rule.vague:
+        prompt = prompts.render("objectify_rewrite", rule=rule.text,
+                                explanation=VAGUE_EXPLANATION)
+        answer = rule.rewrite_answer()
     else:
         prompt, answer = prompts.render("preconditions", rule=rule.text), rule.answer()
     return Item(None, [_user([prompt]), _assistant(answer)], [None], None, [None])
@@ -572,13 +586,22 @@ def batch_loss(model: Any, enc: Encoder, batch: dict[str, Any],
 def text_loss(model: Any, enc: Encoder, chats: list[Item]) -> Any:
     """`batch_loss` of text-only chats, in two batches by length, so that the bare rules of
     phase 0 are not padded to the length of the compiler's prompts (weighted by count)."""
-    def bare(chat: Item) -> bool:  # a rule is under 200 characters, a prompt over 600
-        return len(chat.messages[0]["content"][0]["text"]) < 200
-
-    short = [c for c in chats if bare(c)]
-    long = [c for c in chats if not bare(c)]
+    short = [c for c in chats if c.bare]
+    long = [c for c in chats if not c.bare]
     return sum(batch_loss(model, enc, enc.encode(group))[0] * (len(group) / len(chats))
                for group in (short, long) if group)
+
+
+def _step(opt: Any, sched: Callable[[int], None], step: int, loss: Any,
+          params: Any) -> None:
+    """One optimiser step: the rate for `step`, gradients clipped to norm 1."""
+    import torch
+
+    sched(step)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
 
 
 class AuxHead:
@@ -690,14 +713,10 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
     model.train()
     for step in range(recipe.phase_0_steps):
         bare = recipe.phase_0_bare if step < recipe.phase_0_steps // 2 else 0.0
-        chats = [compile_item(compile_rng, compile_rules, recipe.p_score, bare)
+        chats = [compile_item(compile_rng, compile_rules, recipe.p_score, bare, recipe.p_vague)
                  for _ in range(recipe.phase_0_batch)]
         loss = text_loss(model, enc, chats)
-        sched(step)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm_params, 1.0)
-        opt.step()
+        _step(opt, sched, step, loss, lm_params)
         if step % 100 == 0 or step == recipe.phase_0_steps - 1:
             log(f"0 {step} loss {loss.item():.4f} cpu {time.process_time() - c0:.0f}s")
     report["phase_0_cpu_seconds"] = time.process_time() - c0
@@ -716,11 +735,7 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
         logits = aux(feats.pooler_output)
         y = torch.tensor([aux_labels(s) for s in scenes])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
-        sched(step)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(visual.parameters(), 1.0)
-        opt.step()
+        _step(opt, sched, step, loss, visual.parameters())
         acc = float(((logits > 0) == (y > 0.5)).float().mean())
         run = 0.9 * run + 0.1 * acc
         if step % 25 == 0 or step == recipe.phase_a_steps - 1:
@@ -753,15 +768,11 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
                                  recipe.aux_weight, probes, recipe.probe_layer,
                                  recipe.probe_weight)
         if recipe.compile_batch:
-            chats = [compile_item(compile_rng, compile_rules, recipe.p_score)
+            chats = [compile_item(compile_rng, compile_rules, recipe.p_score,
+                                  p_vague=recipe.p_vague)
                      for _ in range(recipe.compile_batch)]
-            compile_loss = text_loss(model, enc, chats)
-            loss = loss + compile_loss
-        sched(step)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+            loss = loss + text_loss(model, enc, chats)
+        _step(opt, sched, step, loss, model.parameters())
         run = 0.9 * run + 0.1 * stats.get("acc", run)
         # Advance on running accuracy, or at the latest on a step deadline, so the last
         # stage (all statement kinds, the cascade, the other questions) always gets the
@@ -795,14 +806,11 @@ def train_vlm(out_dir: str | Path, recipe: VLMRecipe | None = None,
                      for _ in range(recipe.phase_c_batch)]
             loss, _ = batch_loss(model, enc, enc.encode(items))
             if recipe.phase_c_compile:
-                chats = [compile_item(compile_rng, compile_rules, recipe.p_score)
+                chats = [compile_item(compile_rng, compile_rules, recipe.p_score,
+                                      p_vague=recipe.p_vague)
                          for _ in range(recipe.phase_c_compile)]
                 loss = loss + text_loss(model, enc, chats)
-            sched(step)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            _step(opt, sched, step, loss, model.parameters())
             if step % 20 == 0 or step == recipe.phase_c_steps - 1:
                 log(f"C {step} loss {loss.item():.3f} cpu {time.process_time() - c0:.0f}s")
     report["cpu_seconds"] = time.process_time() - c0
