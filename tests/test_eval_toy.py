@@ -97,6 +97,8 @@ def test_eval_table_with_fair_baselines(
     # table above reports it. The method itself must decide most images.
     assert rows["full"]["decided"] >= N_IMAGES * 0.75, table
     assert rows["constitution"]["n"] == rows["full"]["n"]
+    # The toy lock is hand-written: objectification rewrote nothing, and the row says so.
+    assert "no-objectify (nothing to ablate" in table
 
 
 def test_calibrate_on_the_toy_set(toy_models: Any, vllm_server: Any, tmp_path: Path) -> None:

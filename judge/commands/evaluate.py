@@ -168,13 +168,13 @@ def eval_(
     for path in write_reports(out, report, list(data), lock):
         typer.echo(f"wrote {path}")
     from judge.commands.display import fit
-    from judge.evaluate.report import cell
+    from judge.evaluate.report import cell, method_label
 
     for entry in report["methods"]:
         image = entry["image"]
         typer.echo(
             fit(
-                f"{entry['method']} ({entry['model']}): R/Acc/F1 {cell(image)}, "
+                f"{method_label(entry)} ({entry['model']}): R/Acc/F1 {cell(image)}, "
                 f"fail-closed {cell(image['fail_closed'])}; "
                 f"undecided {image['undecided']}, errors {image['errors']} of {image['n']}"
             )

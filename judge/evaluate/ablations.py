@@ -7,9 +7,11 @@ removing the central region; every other ablation uses the run's fill (`judge ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
+from judge.constitution.schema import CompiledRule
 from judge.engine.judge import Judge
 from judge.engine.procedure import JudgeOptions
 from judge.engine.verdict import Verdict
@@ -41,6 +43,17 @@ def method_options(name: str, fill: str = "mean") -> JudgeOptions:
     return replace(options, fill=fill)  # type: ignore[arg-type]  # JudgeOptions checks it
 
 
+def nothing_to_ablate(name: str, rules: Sequence[CompiledRule]) -> str | None:
+    """Why ablation `name` cannot differ from the full method on these rules, or None.
+    "no-objectify" judges the author's text instead of the objectified one: with no rule
+    rewritten (a hand-written lock, or rules already objective) it is the full method again,
+    and its row must not read as evidence about objectification."""
+    enabled = [r for r in rules if r.enabled]
+    if name == "no-objectify" and all(r.text == r.source_text for r in enabled):
+        return "nothing to ablate: no rule was rewritten by objectification"
+    return None
+
+
 def parse_ablations(text: str | None) -> list[str]:
     """"no-debias,no-cascade" or "all" -> names (without "full")."""
     if not text or text == "none":
@@ -63,10 +76,14 @@ class JudgeMethod:
         self.judge = judge
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "options": asdict(self.judge.options),
             "thresholds": self.judge.thresholds.model_dump(),
         }
+        idle = nothing_to_ablate(self.name, self.judge.lock.rules)
+        if idle:
+            out["nothing_to_ablate"] = idle
+        return out
 
     async def ajudge(self, image_id: str, source: Any) -> Judged:
         verdict = await self.judge.ajudge((image_id, source))

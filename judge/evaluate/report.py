@@ -316,6 +316,12 @@ METHOD_COLUMNS = ["Method", "kind", "model", "Recall", "Accuracy", "Precision", 
                   "PR-AUC", "undecided", "errors"]
 
 
+def method_label(method: Mapping[str, Any]) -> str:
+    """The method's name, with the reason when it had nothing to ablate."""
+    idle = method.get("run", {}).get("method_config", {}).get("nothing_to_ablate")
+    return f"{method['method']} ({idle})" if idle else str(method["method"])
+
+
 def method_rows(report: Mapping[str, Any]) -> list[list[object]]:
     """Per method (`METHOD_COLUMNS`): image-level rates in %, F1 and AUCs as fractions, the
     fail-closed reading, and how many images were undecided or unreadable."""
@@ -323,7 +329,7 @@ def method_rows(report: Mapping[str, Any]) -> list[list[object]]:
     for m in report["methods"]:
         image, closed = m["image"], m["image"]["fail_closed"]
         rows.append([
-            m["method"], m["kind"], m["model"],
+            method_label(m), m["kind"], m["model"],
             pct_sign(image["recall"]), pct_sign(image["accuracy"]),
             pct_sign(image["precision"]), fraction(image["f1"]),
             pct_sign(closed["recall"]), pct_sign(closed["accuracy"]), fraction(closed["f1"]),

@@ -1,7 +1,7 @@
 """The toy world and its tiny trained models (VLM, CLIP, OWLv2) for tests and demos.
 
     from judge.toy import ensure_toy_models
-    models = ensure_toy_models()      # trains once per recipe, then cached
+    models = ensure_toy_models()      # seed 0's models, shipped with judge and checked
     models.vlm, models.clip, models.owlv2
 
 Heavy libraries (torch, transformers) are imported only when a model is built or loaded.
@@ -18,7 +18,7 @@ __all__ = ["ToyModels", "build_toy", "ensure_toy_models"]
 
 
 def ensure_toy_models() -> ToyModels:
-    """The cached toy models' folders, trained first if absent (see judge.toy.build)."""
+    """The shipped toy models' folders, each file checked (see judge.toy.build)."""
     from judge.toy.build import ensure_toy_models as _ensure
 
     return _ensure()

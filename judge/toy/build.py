@@ -1,12 +1,19 @@
-"""Build the toy models once per recipe, cache them, and write toy sets and locks.
+"""The toy models: shipped with judge for seed 0, built from the recipe for any seed.
 
-`ensure_toy_models()` returns the cached VLM, CLIP and OWLv2 folders, training them if the
-cache lacks them. The cache key is a hash of everything that shapes the weights: the
-training recipes, the source of the toy modules, the prompt templates the VLM is trained
-on and the library versions. Two processes that call it at once are safe: the second
-waits on a file lock and then finds the finished models. CLIP and OWLv2 are also kept
-under a key of their own (`towers_hash`), so a change to the VLM's recipe retrains the VLM
-alone.
+`ensure_toy_models()` returns the VLM, CLIP and OWLv2 folders of seed 0 that ship inside
+the package (`SHIPPED`), after checking each file's sha256: nobody waits for training to
+try judge or run its tests. The shipped models record the recipe hash they were built
+from; when the recipe changes (`recipe_hash`: a hash of everything that shapes the
+weights: the training recipes, the source of the toy modules, the prompt templates the VLM
+is trained on and the library versions), they no longer count as its result, and
+`ensure_toy_models()` says which command rebuilds and ships them (`REBUILD_HINT`) unless a
+build of the new recipe is in the cache.
+
+`build_from_recipe()` trains (`judge toy build --seed N`, `--rebuild` to verify the shipped
+bits, `--ship` to replace them) into the cache, once per recipe and seed. Two processes
+that build at once are safe: the second waits on a file lock and then finds the finished
+models. CLIP and OWLv2 are also kept under a key of their own (`towers_hash`), so a change
+to the VLM's recipe retrains the VLM alone.
 
 Build cost (measured 2026-12-02 on a 2-core machine, one torch thread per process): the
 VLM 1,500 phase-0 steps (text-only, about 550 CPU-s), 60 phase-A steps, 1,200 phase-B steps
@@ -29,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -52,7 +60,15 @@ TRAINED_PROMPTS = ("visibility_instructions", "visibility_question", "reason", "
                    "baseline_constitution", "baseline_constitution_cot", "baseline_summarise",
                    "objectify_score", "objectify_rewrite", "preconditions")
 _DONE = "toy-models.json"  # written last: its presence means the folder is complete
+_MODELS = ("vlm", "clip", "owlv2")
 EXPECTED = Path(__file__).with_name("expected.json")
+# Seed 0's models, shipped as package data (about 10 MB): vlm/, clip/, owlv2/ and
+# toy-models.json, the build report with the recipe hash and every file's sha256.
+SHIPPED = Path(__file__).with_name("shipped")
+REBUILD_HINT = ("rebuild and ship them with `judge toy build --seed 0 --ship --out DIR` "
+                "(about 45 minutes on 2 CPU cores): it trains seed 0 from the recipe, puts the "
+                "models into judge/toy/shipped/ and their sha256 into judge/toy/expected.json; "
+                "commit both")
 # Environment of the training processes: AVX2 kernels in ATen, oneDNN and MKL (with MKL's
 # conditional numerical reproducibility), one thread each. Read when torch loads, so it is
 # set before the child processes start.
@@ -65,6 +81,10 @@ PINNED_ISA: dict[str, str] = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+
+
+class ToyModelsError(RuntimeError):
+    """The shipped toy models are not what they claim (a changed file, a stale recipe)."""
 
 
 @dataclass(frozen=True)
@@ -241,19 +261,21 @@ def _pinned_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def train_all(out: Path, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_all(out: Path, seed: int = 0, log: Callable[[str], None] = print,
+              use_towers: bool = True) -> dict[str, Any]:
     """Train the three models into out/{vlm,clip,owlv2}; returns the training report.
 
     Both jobs run in child processes with pinned kernels (`PINNED_ISA`): the VLM, the
     longest, on one core while CLIP and OWLv2 train on the other (in turn on one core).
-    CLIP and OWLv2 are copied instead when the cache holds them for `towers_hash(seed)`.
+    CLIP and OWLv2 are copied instead when the cache holds them for `towers_hash(seed)`
+    (unless `use_towers` is false).
     """
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     t0 = time.time()
     cached = cache_dir() / "toy" / f"towers-{towers_hash(seed)}"
-    have_towers = (cached / _DONE).is_file()
+    have_towers = use_towers and (cached / _DONE).is_file()
     workers = 2 if (os.cpu_count() or 1) >= 2 and not have_towers else 1
     log(f"training the toy models (seed {seed}, {workers} processes, kernels pinned to AVX2"
         f"{'; CLIP and OWLv2 from the cache' if have_towers else ''})")
@@ -283,27 +305,120 @@ def _save_towers(out: Path, report: dict[str, Any], dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file of the three model folders under `root`, by relative path."""
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for name in _MODELS for path in sorted((root / name).rglob("*")) if path.is_file()}
+
+
+def shipped_report(shipped: Path = SHIPPED) -> dict[str, Any] | None:
+    """The shipped models' build report (recipe hash, seed, file sha256), or None when this
+    installation has none."""
+    done = shipped / _DONE
+    return json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
+
+
+def verify_shipped(shipped: Path = SHIPPED) -> ToyModels:
+    """The shipped models, each file checked against its recorded sha256 and each folder
+    against `expected.json`; `ToyModelsError` names what differs. A changed recipe is an
+    error too: the shipped bits are no longer what the recipe gives."""
+    report = shipped_report(shipped)
+    if report is None:
+        raise ToyModelsError(f"no shipped toy models in {shipped}: {REBUILD_HINT}")
+    key = str(report["recipe_hash"])
+    models = ToyModels(shipped / "vlm", shipped / "clip", shipped / "owlv2", shipped, key, 0)
+    _check_shipped_files(shipped, key)
+    if key != recipe_hash(0):
+        raise ToyModelsError(
+            f"the toy recipe changed (its hash is now {recipe_hash(0)}; the shipped models "
+            f"were built from {key}): {REBUILD_HINT}")
+    return models
+
+
+@functools.cache
+def _check_shipped_files(shipped: Path, key: str) -> None:
+    """Once per process: hashing the ~10 MB takes a few milliseconds, but it need not
+    repeat."""
+    recorded: dict[str, str] = (shipped_report(shipped) or {}).get("files", {})
+    got = file_hashes(shipped)
+    for rel in sorted(set(recorded) | set(got)):
+        if recorded.get(rel) != got.get(rel):
+            state = ("is missing" if rel not in got else "is not one of the shipped files"
+                     if rel not in recorded else "differs from its recorded sha256")
+            raise ToyModelsError(f"shipped toy model file {shipped / rel} {state}: "
+                                 f"reinstall judge, or {REBUILD_HINT}")
+    want = expected_hashes(key)
+    if want is None or any(folder_sha256(shipped / n) != want.get(n) for n in _MODELS):
+        raise ToyModelsError(f"the shipped toy models in {shipped} are not the ones recorded "
+                             f"for recipe {key} in {EXPECTED}: {REBUILD_HINT}")
+
+
 def ensure_toy_models(log: Callable[[str], None] | None = None, seed: int = 0) -> ToyModels:
-    """The cached toy models of `seed`, trained first if absent (minutes, once per recipe)."""
+    """The toy models of `seed`: seed 0's shipped ones (checked, see `verify_shipped`), or
+    a build of the current recipe from the cache; other seeds are built once per recipe
+    (`build_from_recipe`, minutes)."""
+    if seed == 0:
+        report = shipped_report()
+        cached = _cached(0)
+        if report is not None and report["recipe_hash"] == recipe_hash(0):
+            return verify_shipped()
+        if cached is not None:  # a developer's build of a changed recipe
+            return cached
+        return verify_shipped()  # raises: stale or missing, with the command that rebuilds
+    return build_from_recipe(seed, log=log)
+
+
+def _cached(seed: int) -> ToyModels | None:
+    key = recipe_hash(seed)
+    root = cache_dir() / "toy" / key
+    if not (root / _DONE).is_file():
+        return None
+    return ToyModels(root / "vlm", root / "clip", root / "owlv2", root, key, seed)
+
+
+def build_from_recipe(seed: int = 0, log: Callable[[str], None] | None = None,
+                      fresh: bool = False) -> ToyModels:
+    """Train the toy models of `seed` from the recipe into the cache (minutes), or take the
+    cached build. `fresh`: train every model again, ignoring any cached build or towers."""
     key = recipe_hash(seed)
     root = cache_dir() / "toy" / key
     models = ToyModels(root / "vlm", root / "clip", root / "owlv2", root, key, seed)
-    if (root / _DONE).is_file():
-        return models
     with _locked(cache_dir() / "toy" / f"{key}.lock"):
-        if (root / _DONE).is_file():  # another process built it while we waited
+        if (root / _DONE).is_file() and not fresh:  # maybe built while we waited
             return models
         tmp = root.with_name(f"{key}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        report = train_all(tmp, seed=seed, log=log or (lambda _s: None))
+        report = train_all(tmp, seed=seed, log=log or (lambda _s: None), use_towers=not fresh)
         report["recipe_hash"] = key
         report["seed"] = seed
         report |= check_hashes(tmp, key)
+        report["files"] = file_hashes(tmp)
         (tmp / _DONE).write_text(json.dumps(report, indent=1, default=str))
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
     return models
+
+
+def ship(models: ToyModels, shipped: Path = SHIPPED) -> Path:
+    """Make a seed-0 build the shipped models: copy its folders into `shipped` and record
+    their sha256 for its recipe in `expected.json`."""
+    if models.seed != 0:
+        raise ToyModelsError("only seed 0's models ship with judge")
+    report = json.loads((models.root / _DONE).read_text(encoding="utf-8"))
+    report["files"] = file_hashes(models.root)
+    tmp = shipped.with_name(f"{shipped.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name in _MODELS:
+        shutil.copytree(models.root / name, tmp / name)
+    (tmp / _DONE).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    shutil.rmtree(shipped, ignore_errors=True)
+    tmp.rename(shipped)
+    recorded = json.loads(EXPECTED.read_text(encoding="utf-8")) if EXPECTED.is_file() else {}
+    recorded[models.recipe_hash] = {n: folder_sha256(shipped / n) for n in _MODELS}
+    EXPECTED.write_text(json.dumps(recorded, indent=1) + "\n", encoding="utf-8")
+    _check_shipped_files.cache_clear()
+    return shipped
 
 
 def build_report(models: ToyModels) -> dict[str, Any]:
@@ -314,12 +429,13 @@ def build_report(models: ToyModels) -> dict[str, Any]:
 
 
 def build_toy(out_dir: str | Path, n_images: int = 200, log: Callable[[str], None] = print,
-              seed: int = 0) -> Path:
-    """Write out_dir/models/{vlm,clip,owlv2} and out_dir/set/manifest.jsonl with images."""
+              seed: int = 0, models: ToyModels | None = None) -> Path:
+    """Write out_dir/models/{vlm,clip,owlv2} and out_dir/set/manifest.jsonl with images:
+    `models`, or those `ensure_toy_models(seed=seed)` gives."""
     from judge.toy.labelled import write_set
 
     out = Path(out_dir)
-    models = ensure_toy_models(log=log, seed=seed)
+    models = models or ensure_toy_models(log=log, seed=seed)
     for name, src in (("vlm", models.vlm), ("clip", models.clip), ("owlv2", models.owlv2)):
         dst = out / "models" / name
         shutil.rmtree(dst, ignore_errors=True)

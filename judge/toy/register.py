@@ -1,8 +1,8 @@
 """Registers "toy" as a model name: the toy VLM with its own CLIP and OWLv2.
 
 `--model toy` (and `Judge(model="toy")`) then means the same in every command. Each part
-is found only when a stage needs it; finding one builds all three once per recipe (about
-45 minutes on 2 cores) and caches them (see judge.toy.build).
+is found only when a stage needs it: the seed-0 models that ship with judge, their files
+checked against the recorded sha256 once per process (see judge.toy.build).
 """
 
 from __future__ import annotations

@@ -1,0 +1,111 @@
+"""The seed-0 toy models ship with judge, tied to the recipe that built them.
+
+The recipe-hash test is the one that fails within seconds when someone changes the recipe
+(a toy module, a trained prompt, a library pin) without shipping new models, and says how
+to rebuild them. The others check that the shipped bits are the recorded ones, that a
+changed file is named, and that the wheel carries them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from judge.toy import build
+
+
+def test_the_shipped_models_are_built_from_the_current_recipe() -> None:
+    shipped = build.shipped_report()
+    assert shipped is not None, f"no shipped toy models in {build.SHIPPED}: {build.REBUILD_HINT}"
+    now = build.recipe_hash(0)
+    assert shipped["recipe_hash"] == now, (
+        f"the toy recipe changed: its hash is now {now}, the shipped models were built from "
+        f"{shipped['recipe_hash']}. {build.REBUILD_HINT[0].upper()}{build.REBUILD_HINT[1:]}.")
+
+
+def test_the_shipped_files_are_the_recorded_ones() -> None:
+    models = build.verify_shipped()
+    want = build.expected_hashes(models.recipe_hash)
+    assert want == {name: build.folder_sha256(models.root / name)
+                    for name in ("vlm", "clip", "owlv2")}
+    assert build.ensure_toy_models() == models  # seed 0 trains nothing: the shipped folders
+    assert models.vlm.is_relative_to(build.SHIPPED)
+
+
+def test_only_safetensors_weights_and_no_duplicate_files() -> None:
+    report = build.shipped_report()
+    assert report is not None
+    files = report["files"]
+    weights = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+    assert weights == [], "weights are stored as safetensors only"
+    assert sum(f.endswith(".safetensors") for f in files) == 3
+    by_hash: dict[str, list[str]] = {}
+    for name, sha in files.items():
+        by_hash.setdefault(sha, []).append(name)
+    big_dupes = [names for sha, names in by_hash.items()
+                 if len(names) > 1 and (build.SHIPPED / names[0]).stat().st_size > 4096]
+    assert big_dupes == [], f"files shipped twice: {big_dupes}"
+
+
+@pytest.fixture()
+def shipped_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "shipped"
+    shutil.copytree(build.SHIPPED, copy)
+    return copy
+
+
+def test_a_changed_file_is_an_error_that_names_it(shipped_copy: Path) -> None:
+    weights = shipped_copy / "vlm" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(build.ToyModelsError, match="vlm/model.safetensors differs"):
+        build.verify_shipped(shipped_copy)
+
+
+def test_a_missing_or_extra_file_is_an_error_that_names_it(shipped_copy: Path) -> None:
+    (shipped_copy / "clip" / "config.json").unlink()
+    with pytest.raises(build.ToyModelsError, match="clip/config.json is missing"):
+        build.verify_shipped(shipped_copy)
+
+
+def test_a_changed_recipe_says_which_command_rebuilds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "recipe_hash", lambda seed=0: "0" * 16)
+    with pytest.raises(build.ToyModelsError) as error:
+        build.ensure_toy_models()
+    said = str(error.value)
+    assert "recipe changed" in said and "judge toy build --seed 0 --ship" in said
+    assert "judge/toy/expected.json" in said
+
+
+def test_judge_toy_build_copies_the_shipped_models(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from judge.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "build", "--out", str(tmp_path), "--images", "3"])
+    assert result.exit_code == 0, result.output
+    assert "the shipped models, every file checked" in result.output
+    for name in ("vlm", "clip", "owlv2"):
+        assert build.folder_sha256(tmp_path / "models" / name) == \
+            build.folder_sha256(build.SHIPPED / name)
+    assert len((tmp_path / "set" / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_wheel_carries_the_shipped_models(tmp_path: Path) -> None:
+    root = Path(build.__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(root)], check=True)
+    [wheel] = tmp_path.glob("judge-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    report = build.shipped_report()
+    assert report is not None
+    missing = [f for f in [*report["files"], "toy-models.json"]
+               if f"judge/toy/shipped/{f}" not in names]
+    assert missing == []
+    assert "judge/toy/expected.json" in names
