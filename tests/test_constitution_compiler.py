@@ -259,6 +259,58 @@ def test_extraction_that_keeps_failing_falls_back_to_the_rule_text():
     assert not model.unused()  # exactly 1 + 2 retries, no extra call (it would raise)
 
 
+def test_extraction_that_reaches_a_limit_needs_review_instead_of_dropping_silently():
+    """Issue 24, item 16: an answer with 20 alternatives and 11 object words used to be cut
+    to 16 and 8 without a word. Now it is still cut (the lock's schema holds no more), but
+    the rule needs review, in the compile report and in every later check of the lock; a
+    chain at exactly a limit needs it too (constrained decoding stops a list there), and a
+    chain under every limit does not."""
+    from judge.constitution.review import MAX_ALTERNATIVES, MAX_OBJECTS, needs_review
+
+    many = [f"a knife of kind {chr(97 + i)} is visible" for i in range(20)]
+    words = [f"knife{i}" for i in range(11)]
+    model = FakeCompilerModel(
+        {
+            ("score", FIRE): [score(10)],
+            ("preconditions", FIRE): [chain(many, objects=words)],
+            ("score", NUDE): [score(10)],
+            ("preconditions", NUDE): [
+                chain(["a person is visible"], many[:MAX_ALTERNATIVES], objects=["knife"])
+            ],
+            ("score", GORE): [score(10)],
+            ("preconditions", GORE): [
+                chain(many[: MAX_ALTERNATIVES - 1], objects=words[: MAX_OBJECTS - 1])
+            ],
+        }
+    )
+    const = policy(("over", FIRE), ("at", NUDE), ("under", GORE))
+    lock = const.compile(model)
+    over, at, under = lock.rules
+    assert len(at.preconditions[1].any_of) == 16  # exactly at the limit: nothing cut
+    assert (len(over.preconditions[0].any_of), len(over.preconditions[0].objects)) == (16, 8)
+    assert over.preconditions[0].any_of == many[:16]  # the first ones, in order
+    assert const.last_report is not None
+    found = const.last_report.needs_review
+    assert set(found) == {"over", "at"}
+    assert found["over"] == [
+        "precondition 1 has 16 alternatives, the extraction limit: any more the model gave "
+        "were cut",
+        "precondition 1 has 8 object words, the extraction limit: any more the model gave "
+        "were cut",
+    ]
+    assert found["at"] == [
+        "precondition 2 has 16 alternatives, the extraction limit: any more the model gave "
+        "were cut"
+    ]
+    assert under.extraction == "llm" and "under" not in found
+    # The mark lives in the lock itself: `judge check` and judging read it from there.
+    assert needs_review(lock) == found
+    # A chain written by hand at a limit is the author's own, and is not flagged.
+    hand = over.model_copy(update={"produced_by": over.produced_by.model_copy(
+        update={"preconditions": "hand-written"})})
+    assert needs_review([hand]) == {}
+
+
 def test_unscorable_rule_keeps_its_text_and_is_reported():
     model = FakeCompilerModel(
         {

@@ -19,6 +19,11 @@ TOPICS = (
     "or alternatives",
     "compiler model",
     "threshold sources",
+    # Issue 24, item 16: what the table used to leave out.
+    "objectification loop",
+    "first turn",
+    "owlv2",
+    "extraction limits",
 )
 
 

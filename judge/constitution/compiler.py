@@ -10,7 +10,11 @@ For each rule that changed since the last lock (or every rule with `force`):
    alternatives with central object words, and names the rule's topic (a short phrase for
    the VLM relevance scan). Hand-written preconditions and topics are used as written.
    When the model's answer cannot be used even after `parse_retries` corrections, the rule
-   falls back to one precondition equal to its own text.
+   falls back to one precondition equal to its own text. An extraction keeps at most
+   `MAX_PRECONDITIONS` preconditions (a longer chain is asked for again), and
+   `MAX_ALTERNATIVES` alternatives and `MAX_OBJECTS` object words per precondition (more
+   are cut; constrained decoding stops there too). A chain that reaches a limit needs
+   review (judge.constitution.review), so nothing is dropped unseen.
 
 Every compiled field records who produced it (`CompiledRule.produced_by`): the model's id,
 "hand-written", or "fallback". Rules whose output fails the quality gates of
@@ -34,7 +38,12 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from judge.constitution.review import needs_review
+from judge.constitution.review import (
+    MAX_ALTERNATIVES,
+    MAX_OBJECTS,
+    MAX_PRECONDITIONS,
+    needs_review,
+)
 from judge.constitution.schema import (
     FALLBACK,
     HAND_WRITTEN,
@@ -75,19 +84,19 @@ PRECONDITIONS_SCHEMA: dict[str, Any] = {
         "preconditions": {
             "type": "array",
             "minItems": 1,
-            "maxItems": 16,
+            "maxItems": MAX_PRECONDITIONS,
             "items": {
                 "type": "object",
                 "properties": {
                     "any_of": {
                         "type": "array",
                         "minItems": 1,
-                        "maxItems": 16,
+                        "maxItems": MAX_ALTERNATIVES,
                         "items": {"type": "string", "minLength": 1, "maxLength": 2000},
                     },
                     "objects": {
                         "type": "array",
-                        "maxItems": 8,
+                        "maxItems": MAX_OBJECTS,
                         "items": {"type": "string", "minLength": 1, "maxLength": 100},
                     },
                 },
@@ -258,17 +267,18 @@ def parse_preconditions(text: str) -> list[PreconditionSpec]:
     items = data.get("preconditions")
     if not isinstance(items, list) or not items:
         raise BadAnswer("'preconditions' must be a non-empty list")
-    if len(items) > 16:
-        raise BadAnswer("at most 16 preconditions")
+    if len(items) > MAX_PRECONDITIONS:
+        raise BadAnswer(f"at most {MAX_PRECONDITIONS} preconditions")
     chain = []
     for index, item in enumerate(items):
         if isinstance(item, dict):
-            # Extra keys a model adds ("reason", ...) are dropped; long lists trimmed.
+            # Extra keys a model adds ("reason", ...) are dropped; long lists are cut at the
+            # limit, which makes the rule need review (judge.constitution.review).
             item = {k: v for k, v in item.items() if k in ("any_of", "statement", "objects")}
             if isinstance(item.get("objects"), list):
-                item["objects"] = item["objects"][:8]
+                item["objects"] = item["objects"][:MAX_OBJECTS]
             if isinstance(item.get("any_of"), list):
-                item["any_of"] = item["any_of"][:16]
+                item["any_of"] = item["any_of"][:MAX_ALTERNATIVES]
         try:
             chain.append(PreconditionSpec.model_validate(item))
         except ValidationError as error:

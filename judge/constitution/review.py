@@ -9,7 +9,11 @@ out "safe" for no reason an author chose. So a rule *needs review* when:
 * a model-written statement (or rewritten rule text) fails basic sanity: no letters, under
   two words, a word repeated three times in a row, a duplicate alternative, or the rule's
   own text used as a statement;
-* the precondition extraction fell back to the rule's text.
+* the precondition extraction fell back to the rule's text;
+* a model-written chain reached an extraction limit (`MAX_PRECONDITIONS` preconditions,
+  `MAX_ALTERNATIVES` alternatives or `MAX_OBJECTS` object words): constrained decoding
+  stops a list at its cap and the tolerant parser cuts a longer one there, so what the
+  model gave beyond it is gone, and a person must see what is left.
 
 Hand-written chains are the author's own and are not second-guessed here (`judge check`
 lints them instead). `judge compile` lists these rules and exits with `ReviewError`'s
@@ -22,6 +26,12 @@ import re
 from collections.abc import Iterable
 
 from judge.constitution.schema import FALLBACK, HAND_WRITTEN, CompiledRule, Lock
+
+# The most one precondition extraction keeps (the compiler's JSON schema and parser hold
+# a model's answer to these).
+MAX_PRECONDITIONS = 16
+MAX_ALTERNATIVES = 16  # per precondition
+MAX_OBJECTS = 8  # central object words per precondition
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
@@ -68,6 +78,19 @@ def chain_problems(rule: CompiledRule) -> list[str]:
     return out
 
 
+def limit_problems(rule: CompiledRule) -> list[str]:
+    """Where `rule`'s chain reached an extraction limit, as readable phrases."""
+    out = []
+    if len(rule.preconditions) >= MAX_PRECONDITIONS:
+        out.append(f"the chain has {len(rule.preconditions)} preconditions")
+    for index, pre in enumerate(rule.preconditions, 1):
+        if len(pre.any_of) >= MAX_ALTERNATIVES:
+            out.append(f"precondition {index} has {len(pre.any_of)} alternatives")
+        if len(pre.objects) >= MAX_OBJECTS:
+            out.append(f"precondition {index} has {len(pre.objects)} object words")
+    return [f"{p}, the extraction limit: any more the model gave were cut" for p in out]
+
+
 def review_reasons(rule: CompiledRule) -> list[str]:
     """Why `rule` needs review; empty when it does not."""
     made = rule.produced_by
@@ -84,7 +107,7 @@ def review_reasons(rule: CompiledRule) -> list[str]:
     if made.preconditions == FALLBACK:
         reasons.append("precondition extraction fell back to the rule's own text")
     elif made.preconditions != HAND_WRITTEN:
-        reasons += chain_problems(rule)
+        reasons += limit_problems(rule) + chain_problems(rule)
     return reasons
 
 
