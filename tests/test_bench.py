@@ -295,16 +295,29 @@ def test_bench_quick_against_real_vllm(
             row = rows.get((section, measure))
             assert row is not None, f"missing {section}: {measure}\n{printed}"
             assert row["ratio"] is not None and row["ratio"] == row["ratio"], (section, measure)
-    # The naive algorithm really is the chattier one: more model calls and more HTTP
-    # requests per image for the same verdicts. How much faster the engine is depends on
-    # the machine, so it is measured and printed (the speed-up rows above), not asserted.
+    # The naive algorithm really is the chattier one: more model calls, more HTTP requests
+    # and more Yes/No prompt tokens per image for the same verdicts. How much faster the
+    # engine is depends on the machine, so it is measured and printed (the speed-up rows
+    # above), never asserted.
     summary = result["summary"]
-    assert summary["speedup"] > 0
     assert sum(summary["naive_calls_per_image"].values()) > sum(
         summary["engine_calls_per_image"].values()
     )
     requests = rows[("naive", "HTTP requests / image (engine vs naive)")]
     assert requests["ratio"] is not None and requests["ratio"] > 1.0, requests
+    tokens = rows[("prefill", "naive: Yes/No tokens sent / image")]
+    assert tokens["ratio"] is not None and tokens["ratio"] > 1.0, tokens
+    # The token accounting against the prefill limit: the server's prefix cache served
+    # part of what the engine sent (its [instructions][image][statement] order shares an
+    # image's prefix across statements), and what was left to compute is no less than the
+    # ideal, which prefills each image and each distinct statement once (docs/toy-recipe.md:
+    # 0.55 and 1.45). A prompt order that puts the statement before the image gives no
+    # hits (the CPU build caches whole blocks of 128 tokens, and the text before the image
+    # is shorter); a count that loses requests or double-counts cached tokens goes under
+    # the ideal.
+    assert summary["cache_hit_usage"] is not None and summary["cache_hit_usage"] > 0, summary
+    assert summary["computed_over_ideal"] is not None, summary
+    assert summary["computed_over_ideal"] >= 1.0, summary
     # The last line is the one-line summary, with every key ratio.
     last = printed.strip().splitlines()[-1]
     assert last.startswith("bench: ")

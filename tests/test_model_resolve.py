@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -155,25 +154,11 @@ def test_judge_resolves_toy_parts_only_when_needed(
 
 
 def test_a_hub_id_that_cannot_be_reached_fails_in_seconds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capture: list[dict[str, Any]]
 ):
-    monkeypatch.delenv("JUDGE_SERVER", raising=False)
-    source = tmp_path / "p.yaml"
-    source.write_text(POLICY)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for args in (
-        ["compile", str(source), "--model", "nobody/no-such-model"],
-        ["doctor", "--model", "nobody/no-such-model"],
-    ):
-        started = time.monotonic()
-        result = runner.invoke(app, args)
-        assert time.monotonic() - started < 10
-        assert isinstance(result.exception, InputError), result.output
-        message = str(result.exception)
-        assert "--model /path/to/model" in message and "--server URL" in message
-        assert "HF_HUB_OFFLINE" in message
-    # Online but unreachable (no network): one short question to the hub, no retries.
-    monkeypatch.delenv("HF_HUB_OFFLINE")
+    """What keeps it to seconds, counted rather than timed: offline, the hub is never
+    asked; online, it is asked once, with a short timeout, and no retry; either way no
+    back end is created, so no model starts to load."""
     import huggingface_hub
 
     asked: list[float | None] = []
@@ -183,9 +168,26 @@ def test_a_hub_id_that_cannot_be_reached_fails_in_seconds(
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    monkeypatch.delenv("JUDGE_SERVER", raising=False)
+    source = tmp_path / "p.yaml"
+    source.write_text(POLICY)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for args in (
+        ["compile", str(source), "--model", "nobody/no-such-model"],
+        ["doctor", "--model", "nobody/no-such-model"],
+    ):
+        result = runner.invoke(app, args)
+        assert isinstance(result.exception, InputError), result.output
+        message = str(result.exception)
+        assert "--model /path/to/model" in message and "--server URL" in message
+        assert "HF_HUB_OFFLINE" in message
+    assert asked == [] and capture == []
+    # Online but unreachable (no network): one short question to the hub, no retries.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     with pytest.raises(InputError, match="the hub cannot provide it"):
         resolve_model("nobody/no-such-model")
-    assert asked and asked[0] is not None and asked[0] <= 10
+    assert len(asked) == 1 and asked[0] is not None and asked[0] <= 10
+    assert capture == []
 
 
 def _code_strings(path: Path) -> set[str]:
@@ -220,7 +222,7 @@ def test_the_engine_imports_no_toy_code_and_knows_no_back_end_kinds():
 
 
 @pytest.mark.slow
-def test_compile_model_toy_runs_the_toy_vlm_within_two_minutes(toy_models: Any, tmp_path: Path):
+def test_compile_model_toy_runs_the_toy_vlm(toy_models: Any, tmp_path: Path):
     from judge.cli import main
 
     source = tmp_path / "p.yaml"
@@ -230,10 +232,8 @@ def test_compile_model_toy_runs_the_toy_vlm_within_two_minutes(toy_models: Any, 
         "  - id: red-and-green\n"
         "    text: Images must not show a red shape together with a green shape.\n"
     )
-    started = time.monotonic()
     with pytest.raises(SystemExit) as done:
         main(["compile", str(source), "--model", "toy"])
-    assert time.monotonic() - started < 120
     # 0: compiled cleanly; 8: compiled, with rules the toy VLM got wrong listed for review.
     assert done.value.code in (0, 8)
     from judge.constitution import Constitution
@@ -253,13 +253,11 @@ def test_compile_model_toy_runs_the_toy_vlm_within_two_minutes(toy_models: Any, 
 
 
 @pytest.mark.slow
-def test_doctor_model_toy_passes_within_two_minutes(toy_models: Any):
+def test_doctor_model_toy_passes(toy_models: Any):
     from judge.cli import main
 
-    started = time.monotonic()
     with pytest.raises(SystemExit) as done:
         main(["doctor", "--model", "toy"])
-    assert time.monotonic() - started < 120
     assert done.value.code in (0, None)
 
 
@@ -269,7 +267,6 @@ def test_doctor_and_compile_model_toy_against_a_real_vllm_server(vllm_server: An
     """With a server, the registered name asks for whatever the server serves."""
     from judge.cli import main
 
-    started = time.monotonic()
     with pytest.raises(SystemExit) as done:
         main(["doctor", "--model", "toy", "--server", vllm_server.url])
     assert done.value.code in (0, None), vllm_server.log_tail()
@@ -278,7 +275,6 @@ def test_doctor_and_compile_model_toy_against_a_real_vllm_server(vllm_server: An
     with pytest.raises(SystemExit) as done:
         main(["compile", str(source), "--model", "toy", "--server", vllm_server.url])
     assert done.value.code in (0, 8), vllm_server.log_tail()
-    assert time.monotonic() - started < 120
     from judge.constitution import Constitution
 
     assert Constitution.load(source).lock.compiler_model == vllm_server.model
