@@ -1,8 +1,8 @@
 """`judge IMAGE... --constitution POLICY`: outputs, exit codes, JSONL resume after SIGKILL.
 
 The model is a scripted back end registered as a plugin ("scripted-cli"): red images meet
-"a red shape" (M 0.95), others do not (0.05), images whose name holds "grey" get a
-missing answer (a model failure), all against a prior of 0.5.
+"a red shape" (M 0.95), others do not (0.05), grey images and statements with the word
+"unanswerable" get a missing answer (a model failure), all against a prior of 0.5.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class ByColour(ScriptedBackend):
                 out.append(YesNoResult(0.5, 0.5))
                 continue
             r, g, b = q.image.convert("RGB").getpixel((1, 1))
-            if r == g == b:
+            if r == g == b or "unanswerable" in q.question:
                 out.append(YesNoResult.failed("HTTP 500 from the test server"))
             else:
                 red = r > 150 and g < 100

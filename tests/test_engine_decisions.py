@@ -13,6 +13,7 @@ calls the procedure did *not* make.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -255,6 +256,40 @@ def test_undecided_then_not_met_later_is_not_violated() -> None:
     assert verdict.outcome == "not_violated" and verdict.decisive_precondition == 1
 
 
+def test_not_violated_with_an_undecided_precondition_says_so() -> None:
+    # Precondition 1 undecided (its answer is missing), precondition 2 not met: the rule is
+    # rightly not violated, but the verdict must say that precondition 1 was never settled.
+    backend = ScriptedBackend(answers(a=None, b=0.2))
+    result = run(backend, make_lock(rule("r", "a", "b")))
+    verdict = only(result)
+    assert verdict.outcome == "not_violated" and verdict.decisive_precondition == 1
+    assert verdict.undecided_preconditions == [0]
+    assert [p.outcome for p in verdict.preconditions] == ["undecided", "not_met"]
+    reason = verdict.reason or ""
+    assert reason.startswith("not violated: precondition 2 not met; undecided: precondition 1")
+    assert "answer missing" in reason
+    from judge.engine.verdict import partly_undecided
+
+    assert image_outcome(result.rules)[0] == "safe"
+    assert partly_undecided(result.rules) == ["r"]
+
+
+def test_undecided_precondition_after_the_deciding_one_is_shown() -> None:
+    # The other order: 1 not met, 2 undecided. Not "not needed": its answer failed.
+    backend = ScriptedBackend(answers(a=0.2, b=None))
+    verdict = only(run(backend, make_lock(rule("r", "a", "b"))))
+    assert verdict.outcome == "not_violated" and verdict.decisive_precondition == 0
+    assert [p.outcome for p in verdict.preconditions] == ["not_met", "undecided"]
+    assert verdict.undecided_preconditions == [1]
+    assert "precondition 2: 'b'" in (verdict.reason or "")
+
+
+def test_plainly_not_violated_has_no_undecided_note() -> None:
+    verdict = only(run(ScriptedBackend(answers(a=0.2, b=0.2)), make_lock(rule("r", "a", "b"))))
+    assert verdict.outcome == "not_violated"
+    assert verdict.undecided_preconditions == [] and verdict.reason is None
+
+
 # ---- batching -------------------------------------------------------------------------
 
 
@@ -477,7 +512,8 @@ def test_image_outcome_table() -> None:
         return RuleVerdict(rule_id=outcome, outcome=outcome)  # type: ignore[arg-type]
 
     assert image_outcome([rv("not_violated"), rv("irrelevant")])[0] == "safe"
-    assert image_outcome([])[0] == "safe"
+    # No rule decided nothing: never "safe" (issue 24).
+    assert image_outcome([])[0] == "undecided"
     assert image_outcome([rv("not_violated"), rv("undecided")])[0] == "undecided"
     assert image_outcome([rv("violated"), rv("undecided")]) == (
         "unsafe",
@@ -534,6 +570,68 @@ def test_relevance_vlm_one_query_per_rule_and_failures_keep_the_rule() -> None:
     assert result.rules[0].relevance_threshold == 0.5
     asked = [c.statement for c in backend.calls_of("yes_no") if c.statement.startswith("topic")]
     assert asked == ["topic: red things", "topic: blue shape", "topic: green things"]
+
+
+class OddScorer:
+    """A relevance scorer that has no usable score for some texts: None or NaN."""
+
+    def score(self, image: Image.Image, texts: Sequence[str]) -> list[float | None]:
+        table = {"nan rule": float("nan"), "none rule": None, "low rule": 0.01}
+        return [table[t] for t in texts]
+
+
+def test_relevance_nan_or_missing_score_keeps_the_rule() -> None:
+    lock = make_lock(
+        rule("nan", "a", text="nan rule"),
+        rule("none", "b", text="none rule"),
+        rule("low", "c", text="low rule"),
+    )
+    backend = ScriptedBackend(answers(a=0.91, b=0.91))  # c is never asked: irrelevant
+    result = run(backend, lock, relevance=OddScorer())
+    outcomes = {r.rule_id: (r.outcome, r.relevance) for r in result.rules}
+    assert outcomes == {
+        "nan": ("violated", None),
+        "none": ("violated", None),
+        "low": ("irrelevant", 0.01),
+    }
+    assert image_outcome(result.rules)[0] == "unsafe"
+
+
+def test_relevance_vlm_nan_answer_keeps_the_rule() -> None:
+    lock = make_lock(rule("r", "a", text="x", topic="red things"))
+    backend = ScriptedBackend(answers(a=0.91))
+    # Infinite probabilities make M NaN (inf / inf), which no threshold comparison passes.
+    odd = YesNoResult(float("inf"), float("inf"))
+    assert odd.m is not None and math.isnan(odd.m)
+    backend.script({("topic: red things", IMG): odd})
+    verdict = only(run(backend, lock, relevance="vlm"))
+    assert verdict.outcome == "violated" and verdict.relevance is None
+
+
+def test_relevance_threshold_sources_per_rule() -> None:
+    from judge.engine.procedure import threshold_sources
+
+    lock = make_lock(
+        rule("plain", "a"),
+        rule("own", "a", thresholds=ThresholdOverrides(relevance=0.3)),
+        rule("cal", "a"),
+        calibration=Calibration(
+            dataset_sha256="0" * 64,
+            objective="f1",
+            rules={"cal": ThresholdOverrides(relevance=0.1)},
+        ),
+    )
+    assert threshold_sources(lock, "relevance", "the run's") == {
+        "plain": "the run's",
+        "own": "the rule's thresholds",
+        "cal": "the lock's calibration",
+    }
+    assert lock.calibration is not None
+    calibration = lock.calibration.model_copy(update={"relevance": 0.2})
+    lock = lock.model_copy(update={"calibration": calibration})
+    assert threshold_sources(lock, "relevance", "the run's")["plain"] == "the lock's calibration"
+    # The served-model scorer's threshold is not calibrated as a whole.
+    assert threshold_sources(lock, "relevance_vlm", "the run's")["plain"] == "the run's"
 
 
 def test_relevance_threshold_per_rule_override() -> None:

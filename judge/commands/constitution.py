@@ -20,7 +20,7 @@ from judge.commands.model_options import ApiKeyOption, BackendOption, ServersOpt
 from judge.constitution import Constitution
 from judge.constitution.compiler import CompileOptions, CompileReport
 from judge.constitution.formula import formula
-from judge.constitution.loader import source_json_schema
+from judge.constitution.loader import require_enabled_rules, source_json_schema
 from judge.constitution.review import describe, needs_review
 from judge.constitution.schema import Lock
 from judge.errors import ConstitutionError, InputError, LockError, ReviewError
@@ -50,6 +50,7 @@ def check(
     for path in policies:
         try:
             policy = Constitution.load(path)
+            require_enabled_rules(policy.spec.rules, str(path))
             warnings = lint_file(path)
         except (ConstitutionError, LockError) as error:
             failed.append(error)

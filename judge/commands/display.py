@@ -19,7 +19,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from judge.engine.verdict import AlternativeEvidence, PreconditionEvidence, RuleVerdict, Verdict
+from judge.engine.verdict import (
+    AlternativeEvidence,
+    PreconditionEvidence,
+    RuleVerdict,
+    Verdict,
+    partly_undecided,
+)
 
 OUTCOME_STYLE = {
     "safe": "green",
@@ -132,13 +138,14 @@ def fit(text: str, indent: str = "", more: str = "    ") -> str:
 
 def undecided_reason(verdict: Verdict) -> str:
     """Why the image has no complete verdict, in a sentence: the read error, or the
-    undecided rules with their reasons (one reason said once when they all share it)."""
+    undecided rules with their reasons (one reason said once when they all share it),
+    then the rules decided "not violated" although a precondition stayed undecided."""
     if verdict.outcome == "error":
         # The image column already names the file.
         return (verdict.error or "could not be read").removeprefix(f"{verdict.image_id}: ")
     open_rules = [r for r in verdict.rules if r.outcome in ("undecided", "skipped")]
-    if not open_rules:
-        return ""
+    partly = set(partly_undecided(verdict.rules))
+    parts = []
     reasons = [(r.rule_id, (r.reason or "undecided").splitlines()[0]) for r in open_rules]
     distinct = list(dict.fromkeys(reason for _, reason in reasons))
     if len(distinct) == 1:
@@ -147,8 +154,15 @@ def undecided_reason(verdict: Verdict) -> str:
             if len(open_rules) == len(verdict.rules)
             else (", ".join(rule for rule, _ in reasons))
         )
-        return clip(f"{who}: {distinct[0]}", _REASON_CHARS)
-    return clip("; ".join(f"{rule}: {reason}" for rule, reason in reasons), _REASON_CHARS)
+        parts.append(f"{who}: {distinct[0]}")
+    else:
+        parts += [f"{rule}: {reason}" for rule, reason in reasons]
+    parts += [
+        f"{r.rule_id}: {(r.reason or 'not violated; a precondition undecided').splitlines()[0]}"
+        for r in verdict.rules
+        if r.rule_id in partly
+    ]
+    return clip("; ".join(parts), _REASON_CHARS)
 
 
 def _irrelevant(verdict: Verdict) -> str:
@@ -310,8 +324,10 @@ def explain_tree(verdict: Verdict, name: str) -> Tree:
     skipped = [r for r in verdict.rules if r.outcome == "irrelevant"]
     for rule in judged:
         node = tree.add(f"[bold]{escape(rule.rule_id)}[/] {styled(rule.outcome)}{_relevance(rule)}")
-        # An undecided alternative says why itself; a rule without evidence cannot.
-        if rule.reason and (rule.outcome == "skipped" or not rule.preconditions):
+        # An undecided alternative says why itself; a rule without evidence cannot, and a
+        # rule not violated despite an undecided precondition says so at its head.
+        partly = rule.outcome == "not_violated" and bool(rule.undecided_preconditions)
+        if rule.reason and (rule.outcome == "skipped" or not rule.preconditions or partly):
             node.add(f"[yellow]{escape(clip(rule.reason, _REASON_CHARS))}[/]")
         for pre in rule.preconditions:
             _add_precondition(node, pre, rule)

@@ -45,7 +45,7 @@ from judge.commands.model_options import (
 )
 from judge.engine.judge import Judge
 from judge.engine.procedure import JudgeOptions
-from judge.engine.verdict import Verdict, unreadable
+from judge.engine.verdict import Verdict, partly_undecided, unreadable
 from judge.errors import ImageError, InputError
 from judge.images import IMAGE_SUFFIXES
 
@@ -314,8 +314,11 @@ def _policy(
 ) -> Any:
     from judge.commands.constitution import compile_policy, print_report
     from judge.constitution import Constitution
+    from judge.constitution.loader import require_enabled_rules
 
     policy = Constitution.load(path)
+    # Before any compile or model load: a policy with no enabled rule judges nothing.
+    require_enabled_rules(policy.spec.rules, str(path))
     if not compile_lock or policy.lock_status()[0] == "fresh":
         return policy
     report = asyncio.run(
@@ -369,20 +372,28 @@ class _progress:
 
 
 def summarise(verdicts: Sequence[Verdict], relevance_source: str | None = None) -> dict[str, Any]:
-    """The run's counts: unreadable files apart from the images judged, and how many rule
-    checks the relevance scan skipped, at which thresholds."""
+    """The run's counts: unreadable files apart from the images judged, the safe images
+    with a rule decided despite an undecided precondition, and how many rule checks the
+    relevance scan skipped, at which thresholds, from where (the verdicts say; verdicts
+    from before they did fall back to `relevance_source`)."""
     judged = [v for v in verdicts if v.outcome != "error"]
     scanned = [r for v in judged for r in v.rules if r.relevance_threshold is not None]
     thresholds = sorted({r.relevance_threshold for r in scanned if r.relevance_threshold})
+    sources = sorted({r.relevance_threshold_source or "" for r in scanned} - {""})
     return {
         "files": len(verdicts),
         "images": len(judged),
         **{k: sum(v.outcome == k for v in judged) for k in ("safe", "unsafe", "undecided")},
+        "safe_with_undecided_precondition": sum(
+            v.outcome == "safe" and bool(partly_undecided(v.rules)) for v in judged
+        ),
         "unreadable": len(verdicts) - len(judged),
         "rule_checks": sum(len(v.rules) for v in judged),
         "irrelevant": sum(r.outcome == "irrelevant" for r in scanned),
         "relevance_thresholds": thresholds,
-        "relevance_threshold_source": relevance_source if scanned else None,
+        "relevance_threshold_source": (" / ".join(sources) or relevance_source)
+        if scanned
+        else None,
         "needs_review": sorted({rule for v in judged for rule in v.needs_review}),
         "exit_code": exit_code(verdicts),
     }
@@ -392,8 +403,10 @@ def summary_line(summary: dict[str, Any], skipped: int = 0) -> str:
     """One line: what was judged, what could not be, and what the relevance scan skipped."""
     note = f" ({skipped} already in the JSONL file)" if skipped else ""
     images = "1 image" if summary["images"] == 1 else f"{summary['images']} images"
+    partly = summary.get("safe_with_undecided_precondition", 0)
+    partly_note = f" ({partly} with an undecided precondition)" if partly else ""
     line = (
-        f"{images} judged{note}: {summary['safe']} safe, "
+        f"{images} judged{note}: {summary['safe']} safe{partly_note}, "
         f"{summary['unsafe']} unsafe, {summary['undecided']} undecided"
     )
     if summary["unreadable"]:

@@ -12,13 +12,14 @@ import difflib
 import hashlib
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from judge.constitution import yamlsafe
-from judge.constitution.schema import ConstitutionSpec, PreconditionSpec
+from judge.constitution.schema import CompiledRule, ConstitutionSpec, PreconditionSpec, RuleSpec
 from judge.errors import ConstitutionError
 
 _SLUG_HELP = (
@@ -79,6 +80,22 @@ def parse_spec(data: bytes | str, file: str = "<constitution>") -> ConstitutionS
         raise _from_validation(error, raw, located, file) from None
     _check_unique_ids(spec, located, file)
     return spec
+
+
+def require_enabled_rules(rules: Sequence[RuleSpec | CompiledRule], file: str) -> None:
+    """ConstitutionError naming `file` unless some rule is enabled: judged with no rule,
+    every image would come out "safe" with nothing checked. (A policy with every rule
+    disabled still loads and compiles; `judge check` and judging refuse it.)"""
+    if any(rule.enabled for rule in rules):
+        return
+    what = (
+        f"all {len(rules)} of its rules are disabled (enabled: false)" if rules else "no rules"
+    )
+    raise ConstitutionError(
+        f"the policy has {what}: judged with it, every image would be 'safe' with nothing "
+        "checked. Enable at least one rule",
+        file=file,
+    )
 
 
 def _check_unique_ids(spec: ConstitutionSpec, located: yamlsafe.Located, file: str) -> None:

@@ -43,6 +43,7 @@ from judge.engine.procedure import (
     Setup,
     judge_image,
     rule_thresholds,
+    threshold_sources,
 )
 from judge.engine.verdict import Verdict, make_verdict, model_failure, unreadable
 from judge.errors import BackendError, ImageError, InputError, ReviewError
@@ -167,6 +168,13 @@ class Judge:
         allow_unreviewed: bool = False,
     ) -> None:
         self._lock_obj = _load_lock(constitution)
+        from judge.constitution.loader import require_enabled_rules
+
+        # A policy without an enabled rule would call every image safe: refused here, so
+        # the CLI exits 2 and the service refuses to start or to reload it.
+        named = constitution if isinstance(constitution, (str, Path)) else None
+        named = named or getattr(constitution, "path", None) or self._lock_obj.source
+        require_enabled_rules(self._lock_obj.rules, str(named))
         self.needs_review = _check_review(self._lock_obj, allow_unreviewed)
         self.options = options or JudgeOptions()
         if fill is not None:  # JudgeOptions checks the name
@@ -220,6 +228,12 @@ class Judge:
 
         return Owlv2Locator(spec)
 
+    @property
+    def _relevance_field(self) -> str:
+        """The threshold the relevance scan compares with: `relevance_vlm` for the served
+        model's scorer, `relevance` for CLIP/SigLIP."""
+        return "relevance_vlm" if self._relevance == "vlm" else "relevance"
+
     def _thresholds(self, run: ThresholdsInput) -> tuple[Thresholds, str]:
         """The run's thresholds, and where its relevance threshold came from.
 
@@ -234,12 +248,13 @@ class Judge:
         if isinstance(self._relevance, ClipRelevance):
             value, source = model_threshold(self._relevance)
             base = base.model_copy(update={"relevance": value})
+        name = self._relevance_field
         policy = self._lock_obj.defaults.thresholds
-        if policy is not None and policy.relevance is not None:
+        if policy is not None and getattr(policy, name) is not None:
             source = "the policy's defaults.thresholds"
         base = base.merged(policy)
         merged = load_thresholds(run, base)
-        if merged.relevance != base.relevance:
+        if getattr(merged, name) != getattr(base, name):
             source = "this run's thresholds"
         return merged, source
 
@@ -254,6 +269,9 @@ class Judge:
                 backend=self._backend,
                 rules=lock.enabled_rules(),
                 thresholds=rule_thresholds(lock, self.thresholds),
+                relevance_sources=threshold_sources(
+                    lock, self._relevance_field, self.relevance_source
+                ),
                 options=self.options,
                 priors=PriorCache(self._backend, self.store),
                 relevance=self._relevance,

@@ -23,11 +23,16 @@ Per image:
 Failures never turn into "not met": a missing answer, a failed prior or an unparseable
 cascade leaves the alternative undecided, and an undecided precondition (with none
 definitively not met) leaves the rule undecided, the image too unless a rule is violated.
+A precondition not met still decides its rule "not violated" when another stayed
+undecided; the rule's verdict then lists those (`undecided_preconditions`) and its reason
+says so, and the image's verdict names the rule in `partly_undecided`.
+Relevance: a missing or non-finite score (None, NaN) keeps the rule; it is never skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import Counter
@@ -128,6 +133,26 @@ def rule_thresholds(lock: Lock, run: Thresholds) -> dict[str, Thresholds]:
     return out
 
 
+def threshold_sources(lock: Lock, name: str, run_source: str) -> dict[str, str]:
+    """Per rule: where its relevance threshold `name` ("relevance" or "relevance_vlm")
+    came from, in the order `rule_thresholds` applies them; `run_source` says where the
+    run's own value came from."""
+    calibration = lock.calibration
+    base = run_source
+    if name == "relevance" and calibration is not None and calibration.relevance is not None:
+        base = "the lock's calibration"
+    out: dict[str, str] = {}
+    for rule in lock.rules:
+        source = base
+        if rule.thresholds is not None and getattr(rule.thresholds, name) is not None:
+            source = "the rule's thresholds"
+        calibrated = calibration.rules.get(rule.id) if calibration is not None else None
+        if calibrated is not None and getattr(calibrated, name) is not None:
+            source = "the lock's calibration"
+        out[rule.id] = source
+    return out
+
+
 @dataclass
 class Setup:
     """What the procedure needs for a run; shared by every image."""
@@ -139,6 +164,8 @@ class Setup:
     priors: PriorCache
     relevance: Relevance = None
     locator: Locator | None = None
+    # Per rule: where its relevance threshold came from (`threshold_sources`).
+    relevance_sources: dict[str, str] = field(default_factory=dict)
     fill: Callable[[Image.Image, Box], Image.Image] = _default_fill
     crop: Callable[[Image.Image, Box], Image.Image] = _default_crop
     # One vision-encoder forward pass at a time: on a few CPU cores, parallel passes only
@@ -217,6 +244,28 @@ class _Rule:
     reason: str | None = None
 
 
+def _undecided_why(rule: _Rule) -> str:
+    """Each undecided alternative of `rule`'s undecided preconditions, and why."""
+    return "; ".join(
+        f"precondition {p.index + 1}: {a.statement!r}: {a.error or 'uncertain'}"
+        for p in rule.pres
+        if p.state() == "undecided"
+        for a in p.alts
+        if a.state == "undecided"
+    )
+
+
+def _finite(score: float | None) -> float | None:
+    """`score` as a verdict records it: None for a missing or non-finite one."""
+    return score if score is not None and math.isfinite(score) else None
+
+
+def _kept(score: float | None, threshold: float) -> bool:
+    """Whether a rule with relevance `score` is judged: a missing or non-finite score
+    (None, NaN, inf) keeps it, since skipping it could only hide a violation."""
+    return score is None or not math.isfinite(score) or score > threshold
+
+
 class _Run:
     """The procedure for one image."""
 
@@ -255,19 +304,19 @@ class _Run:
             self.calls["relevance"] += len(asked)
             results = await self.s.backend.yes_no(asked)
             for i, (rule, result) in enumerate(zip(rules, results, strict=True)):
-                scores[i] = result.m
+                scores[i] = _finite(result.m)
                 # A failed answer keeps the rule: skipping it could only hide a violation.
-                relevant[i] = (
-                    result.m is None or result.m > self.s.thresholds[rule.id].relevance_vlm
-                )
+                relevant[i] = _kept(result.m, self.s.thresholds[rule.id].relevance_vlm)
         elif scorer is not None:
             self.calls["relevance_encoder"] += 1
-            values = await asyncio.to_thread(
+            # A scorer may still hand back None or NaN for a text it could not score.
+            values: Sequence[float | None] = await asyncio.to_thread(
                 _locked, self.s.encoder_lock, scorer.score, self.image, texts
             )
             for i, (rule, value) in enumerate(zip(rules, values, strict=True)):
-                scores[i] = float(value)
-                relevant[i] = float(value) > self.s.thresholds[rule.id].relevance
+                score = None if value is None else float(value)
+                scores[i] = _finite(score)
+                relevant[i] = _kept(score, self.s.thresholds[rule.id].relevance)
         if scorer is not None:
             self._timed("relevance", started)
         out: list[_Rule] = []
@@ -390,6 +439,13 @@ class _Run:
         states = [p.state() for p in rule.pres]
         if "not_met" in states:
             rule.outcome, rule.decisive = "not_violated", states.index("not_met")
+            if "undecided" in states:
+                # Logically right (an AND with a false link is false), but not a full check:
+                # the reason says so wherever the verdict is shown.
+                rule.reason = (
+                    f"not violated: precondition {rule.decisive + 1} not met; "
+                    f"undecided: {_undecided_why(rule)}"
+                )
             return None
         if all(s == "met" for s in states):
             rule.outcome, rule.decisive = "violated", len(states) - 1
@@ -398,13 +454,7 @@ class _Run:
             return rule.pres[states.index("uncertain")]
         first = states.index("undecided")
         rule.outcome, rule.decisive = "undecided", first
-        rule.reason = "; ".join(
-            f"precondition {p.index + 1}: {a.statement!r}: {a.error or 'uncertain'}"
-            for p in rule.pres
-            if p.state() == "undecided"
-            for a in p.alts
-            if a.state == "undecided"
-        )
+        rule.reason = _undecided_why(rule)
         return None
 
     async def rounds(self, rules: list[_Rule]) -> None:
@@ -537,22 +587,28 @@ class _Run:
         threshold = None
         if self.s.options.relevance and self.s.relevance is not None:
             threshold = rule.th.relevance_vlm if self.s.relevance == "vlm" else rule.th.relevance
+        source = self.s.relevance_sources.get(rule.rule.id) if threshold is not None else None
         if rule.outcome == "irrelevant":
             return RuleVerdict(
                 rule_id=rule.rule.id,
                 outcome="irrelevant",
                 relevance=rule.relevance,
                 relevance_threshold=threshold,
+                relevance_threshold_source=source,
             )
         evidence = []
+        undecided = []
         for pre in rule.pres:
-            settled_here = rule.outcome in ("skipped",) or (
+            state = pre.state()
+            if rule.outcome != "skipped" and state == "undecided":
+                # Shown as undecided even past the link that decided the rule: an answer
+                # that failed is never hidden as "not needed".
+                undecided.append(pre.index)
+            elif rule.outcome == "skipped" or state == "uncertain" or (
                 rule.decisive is not None
                 and pre.index > rule.decisive
                 and rule.outcome == "not_violated"
-            )
-            state = pre.state()
-            if settled_here or state == "uncertain":
+            ):
                 state = "skipped"
             evidence.append(
                 PreconditionEvidence(
@@ -566,7 +622,9 @@ class _Run:
             outcome=rule.outcome,  # type: ignore[arg-type]
             relevance=rule.relevance,
             relevance_threshold=threshold,
+            relevance_threshold_source=source,
             decisive_precondition=rule.decisive,
+            undecided_preconditions=undecided,
             preconditions=evidence,
             reason=rule.reason,
         )

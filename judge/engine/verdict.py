@@ -64,11 +64,22 @@ class PreconditionEvidence(_Frozen):
 class RuleVerdict(_Frozen):
     rule_id: str
     outcome: RuleOutcome
-    relevance: float | None = None  # similarity (CLIP) or M (served-model scorer)
+    # Similarity (CLIP) or M (served-model scorer); None when the scan was off or gave no
+    # usable score (missing, NaN): the rule was then judged, never skipped.
+    relevance: float | None = None
     relevance_threshold: float | None = None
+    # Where relevance_threshold came from: the relevance model's own default, the policy's
+    # defaults.thresholds, the run's thresholds, the rule's thresholds or the lock's
+    # calibration (judge.engine.procedure.threshold_sources).
+    relevance_threshold_source: str | None = None
     decisive_precondition: int | None = None  # index that decided the outcome
+    # Indices of the preconditions that stayed undecided (a missing answer, an unparseable
+    # cascade), also when another precondition was not met and so decided the rule.
+    undecided_preconditions: list[int] = Field(default_factory=list)
     preconditions: list[PreconditionEvidence] = Field(default_factory=list)
-    reason: str | None = None  # for undecided: why
+    # Undecided: why. Not violated with undecided preconditions: which precondition
+    # decided it, and which stayed undecided, and why.
+    reason: str | None = None
 
 
 class RunInfo(_Frozen):
@@ -89,6 +100,9 @@ class Verdict(_Frozen):
     outcome: ImageOutcome
     violated: list[str] = Field(default_factory=list)
     undecided: list[str] = Field(default_factory=list)
+    # Rules decided "not violated" although a precondition of theirs stayed undecided (the
+    # rule's reason says which): a "safe" image that lists any was not fully checked.
+    partly_undecided: list[str] = Field(default_factory=list)
     rules: list[RuleVerdict] = Field(default_factory=list)
     error: str | None = None  # for outcome "error": why the image could not be judged
     # Rules judged from a compile that needs review (allowed with --allow-unreviewed):
@@ -105,14 +119,23 @@ class Verdict(_Frozen):
 
 def image_outcome(rules: Sequence[RuleVerdict]) -> tuple[ImageOutcome, list[str], list[str]]:
     """(outcome, violated ids, undecided ids): unsafe iff a rule is violated; safe only if
-    every judged rule is not violated; otherwise undecided."""
+    every judged rule is not violated (or irrelevant); otherwise undecided.
+
+    No rules at all is "undecided", not "safe": nothing was checked. (Judge refuses a
+    policy without enabled rules; this keeps any other path to a verdict, such as a rule
+    subset that came out empty, from answering "safe" with nothing decided.)"""
     violated = [r.rule_id for r in rules if r.outcome == "violated"]
     undecided = [r.rule_id for r in rules if r.outcome == "undecided"]
     if violated:
         return "unsafe", violated, undecided
-    if undecided or any(r.outcome == "skipped" for r in rules):
+    if not rules or undecided or any(r.outcome == "skipped" for r in rules):
         return "undecided", violated, undecided
     return "safe", violated, undecided
+
+
+def partly_undecided(rules: Sequence[RuleVerdict]) -> list[str]:
+    """Ids of the rules decided "not violated" while some precondition stayed undecided."""
+    return [r.rule_id for r in rules if r.outcome == "not_violated" and r.undecided_preconditions]
 
 
 def model_failure(rules: Sequence[CompiledRule], error: Exception) -> list[RuleVerdict]:
@@ -151,6 +174,7 @@ def make_verdict(
         outcome=outcome,
         violated=violated,
         undecided=undecided,
+        partly_undecided=partly_undecided(rules),
         rules=rules,
         frame=frame,
         image_size=size,
