@@ -1,6 +1,7 @@
 """`judge batch` on a real (local) Ray with the toy models: the verdicts are the ones
-`judge --jsonl` gives, a corrupt image is a row with its error, a rerun skips everything,
-and a driver killed with SIGKILL resumes with nothing lost and nothing judged twice.
+`judge --jsonl` gives, a corrupt image is a row with its error, a rerun skips everything
+decided (and judges the error row again), and a driver killed with SIGKILL resumes with
+nothing lost and nothing judged twice.
 
 One Ray session (2 CPUs) serves the whole module: Ray's start costs seconds and about a
 GiB. The killed driver is a `judge batch` subprocess that joins that session by address.
@@ -182,9 +183,13 @@ def test_batch_matches_judge_jsonl_keeps_errors_and_skips_on_rerun(
     with contextlib.suppress(OSError), FIGURES.open("a", encoding="utf-8") as handle:
         handle.write(line + "\n")
 
+    # A rerun judges again only what was not decided (the corrupt image), and replaces it.
+    undecided = sum(1 for r in rows if r["outcome"] in ("undecided", "error"))
     again = run_batch(_options(world, out))
-    assert again.judged == 0 and again.skipped == N_IMAGES + 1
+    assert again.judged == undecided and again.skipped == N_IMAGES + 1 - undecided
     assert len(_rows(out)) == N_IMAGES + 1
+    again = run_batch(_options(world, out, retry=frozenset()))
+    assert again.judged == 0 and again.skipped == N_IMAGES + 1
 
 
 def test_sigkill_of_the_driver_then_resume_loses_and_repeats_nothing(
@@ -213,7 +218,7 @@ def test_sigkill_of_the_driver_then_resume_loses_and_repeats_nothing(
     before = _rows(out)
     assert 0 < len(before) < N_IMAGES + 1
 
-    report = run_batch(_options(world, out))
+    report = run_batch(_options(world, out, retry=frozenset()))  # the corrupt row stays
     after = _rows(out)
     assert report.skipped == len(before)
     assert report.judged == N_IMAGES + 1 - len(before)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from judge.batch.inputs import discover, load_source
-from judge.batch.output import PartWriter, read_done, rule_columns
+from judge.batch.output import PartWriter, compact, parts, read_done, rule_columns
 from judge.errors import InputError
 
 
@@ -43,9 +43,10 @@ def test_inputs_files_folders_manifests_and_parquet(tmp_path: Path) -> None:
                         str(tmp_path / "set.parquet"), str(tmp_path / "gone.png")])
     rows = [row for source in sources for row in load_source(source)]
     by_id = {r["id"]: r for r in rows}
-    assert by_id["first"]["data"] == a and by_id["first"]["sha256"] == by_id["row-0"]["sha256"]
+    row = f"{tmp_path / 'set.parquet'}:row-"  # Parquet rows without an id: file and number
+    assert by_id["first"]["data"] == a and by_id["first"]["sha256"] == by_id[row + "0"]["sha256"]
     assert "dir/b.png" in by_id
-    assert by_id["row-1"]["error"] and by_id["row-1"]["sha256"] is None
+    assert by_id[row + "1"]["error"] and by_id[row + "1"]["sha256"] is None
     assert "no such file" in by_id[str(tmp_path / "gone.png")]["error"]
 
 
@@ -83,10 +84,33 @@ def test_parts_are_atomic_and_resume_reads_them(tmp_path: Path) -> None:
     assert rows["b"]["rule:r1"] is None  # undecided is never "not violated"
     assert rows["c"]["rule:r1"] is None and rows["c"]["error"] == "broken"
     done = read_done(out, "lockhash")
-    assert done.sha256 == {"s1", "s2"} and done.unreadable_ids == {"c"} and done.rows == 3
+    assert done.outcomes == {("a", "s1"): "unsafe", ("b", "s2"): "undecided",
+                             ("c", None): "error"} and done.rows == 3
+    assert done.skip({"undecided", "error"}) == {("a", "s1")}
     assert not list(out.glob(".part-*"))  # the torn temporary file is gone
     with pytest.raises(InputError, match="another constitution"):
         read_done(out, "otherhash")
+
+
+def test_compact_keeps_the_latest_row_of_each_key(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    writer = PartWriter(out, ["r1"], "lockhash")
+    writer.write([_result("a", "s1", "unsafe", {"r1": "violated"}),
+                  _result("b", "s2", "undecided", {"r1": "undecided"})])
+    writer.write([_result("c", None, "error", {})])
+    first, second = parts(out)
+    # A rerun that retried b and c and was killed before it compacted: b twice, c twice.
+    writer.write([_result("b", "s2", "safe", {"r1": "not_violated"}),
+                  _result("c", "s3", "unsafe", {"r1": "violated"})])
+    done = read_done(out, "lockhash")  # the latest row of a key wins
+    assert done.outcomes[("b", "s2")] == "safe" and done.rows == 5
+    assert compact(out) == {"unsafe": 2, "safe": 1}
+    rows = pq.read_table(out).to_pylist()
+    assert sorted((r["id"], r["outcome"]) for r in rows) == [
+        ("a", "unsafe"), ("b", "safe"), ("c", "unsafe")]
+    assert first in parts(out) and second not in parts(out)  # rewritten in place; emptied
+    assert read_done(out, "lockhash").rows == 3  # the rewritten part keeps its lock hash
+    assert compact(out) == {"unsafe": 2, "safe": 1}  # nothing left to drop
 
 
 def test_rule_columns_of_a_missing_verdict_are_null() -> None:

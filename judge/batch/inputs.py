@@ -1,7 +1,9 @@
 """What `judge batch` reads: image files, folders, globs, JSONL manifests and Parquet files
 with the image bytes embedded (UnsafeBench's layout), as small *sources* read lazily.
 
-The driver only lists: a file path, or one Parquet row group. Workers read the bytes
+The driver only lists: a file path, or one Parquet row group. An image's id is its path
+as given, the manifest's `id`, the Parquet file's `id` column, or else `<file>:row-N` (N
+counting from 0 over the file, `<file>` the Parquet path as given). Workers read the bytes
 (`load_source`), hash them, and drop what the output already holds, so a million-image
 Parquet file never passes through the driver.
 """
@@ -134,7 +136,9 @@ def _parquet_rows(source: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for index, row in enumerate(table.to_pylist()):
         number = int(source["offset"]) + index
         raw_id = row.get("id")
-        image_id = str(raw_id) if raw_id not in (None, "") else f"row-{number}"
+        # Without an `id`, the row's number in its file, named with the file (as given):
+        # two files' row 0 are two images.
+        image_id = str(raw_id) if raw_id not in (None, "") else f"{source['path']}:row-{number}"
         image = row.get("image")
         data = image.get("bytes") if isinstance(image, dict) else image  # HF Image: {bytes, path}
         if not isinstance(data, (bytes, bytearray)) or not data:

@@ -9,6 +9,12 @@ The driver writes the output itself (results are small: one verdict each), so ea
 is renamed into place only when whole; see judge.batch.output for why that makes a rerun
 after SIGKILL lose and repeat nothing. Skipped images travel as tiny marker rows so the
 progress bar's total is exact.
+
+A run holds a lock on OUT from before it reads it until its last part is written, so a
+second run on the same OUT is refused. A rerun skips the (id, sha256) keys OUT holds,
+except those whose outcome is retried (`RETRY_DEFAULT`: undecided and error, so one fleet
+outage is not final); the new rows replace the old ones (`compact`). SIGINT and SIGTERM
+write the rows already judged before the run stops (`Interrupted`).
 """
 
 from __future__ import annotations
@@ -16,19 +22,50 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from judge.batch.actor import ActorSpec, JudgeActor
 from judge.batch.inputs import discover, load_source
-from judge.batch.output import Done, PartWriter, parts, read_done
+from judge.batch.output import Key, PartWriter, compact, lock_output, parts, read_done
 from judge.errors import BackendError, InputError, JudgeError
 
 log = logging.getLogger(__name__)
+
+
+RETRY_CHOICES = ("undecided", "error")
+# Fail closed: a row that was not decided is judged again by a rerun unless told otherwise.
+RETRY_DEFAULT = frozenset(RETRY_CHOICES)
+
+
+def parse_retry(value: str) -> frozenset[str]:
+    """`--retry`: "undecided", "error", both comma-separated, or "none".
+
+    Raises:
+        InputError: another word.
+    """
+    words = {w.strip().lower() for w in value.split(",") if w.strip()}
+    if words == {"none"}:
+        return frozenset()
+    if not words or not words <= set(RETRY_CHOICES):
+        raise InputError(
+            f"--retry {value!r}: give undecided, error, both (undecided,error) or none"
+        )
+    return frozenset(words)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run after the rows already judged were written."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
 @dataclass
@@ -44,6 +81,8 @@ class BatchOptions:
         num_cpus, num_gpus: resources of each actor (num_gpus 1: one GPU per actor for the
             in-process vLLM or transformers engines).
         part_rows, part_seconds: a part is written after this many rows or seconds.
+        retry: the outcomes in OUT that a rerun judges again (of RETRY_CHOICES); the
+            other rows it skips.
     """
 
     inputs: list[str]
@@ -58,6 +97,7 @@ class BatchOptions:
     part_seconds: float = 10.0
     allow_outside: bool = False
     progress: bool = True
+    retry: frozenset[str] = RETRY_DEFAULT
 
 
 @dataclass
@@ -68,6 +108,8 @@ class BatchReport:
     images: int = 0  # images named by the inputs
     judged: int = 0  # judged in this run
     skipped: int = 0  # already in the output
+    retried: int = 0  # judged again: their outcome was retried
+    retry: frozenset[str] = RETRY_DEFAULT
     seconds: float = 0.0
     parts: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)  # this run
@@ -86,21 +128,32 @@ class BatchReport:
 
     def summary(self) -> str:
         shown = ", ".join(f"{self.outcomes[k]} {k}" for k in sorted(self.outcomes)) or "none"
-        return (
+        again = f", {self.retried} of them again" if self.retried else ""
+        text = (
             f"{self.judged} images judged in {self.seconds:.1f} s "
-            f"({self.images_per_s:.2f} images/s: {shown}); {self.skipped} already in "
+            f"({self.images_per_s:.2f} images/s: {shown}{again}); {self.skipped} already in "
             f"{self.out}; the output holds {sum(self.totals.values())} rows in "
             f"{len(parts(self.out)) if self.out.exists() else 0} parts"
         )
+        # Rows that were not decided are never left unmentioned.
+        left = [f"{self.totals[k]} {k}" for k in RETRY_CHOICES if self.totals.get(k)]
+        if left:
+            skipped = [k for k in RETRY_CHOICES if self.totals.get(k) and k not in self.retry]
+            how = (
+                f"rerun with --retry {','.join(RETRY_CHOICES)} to judge them again"
+                if skipped
+                else "a rerun judges them again"
+            )
+            text += f"; {' and '.join(left)} not decided: {how}"
+        return text
 
 
-def _load(source: dict[str, Any], done_sha: frozenset[str], done_ids: frozenset[str]) -> Any:
+def _load(source: dict[str, Any], skip: frozenset[Key]) -> Any:
     for row in load_source(source):
-        sha = row["sha256"]
-        skip = sha in done_sha if sha is not None else row["id"] in done_ids
-        if skip:
+        done = (row["id"], row["sha256"]) in skip
+        if done:
             row = {**row, "data": None}
-        yield {**row, "skip": skip}
+        yield {**row, "skip": done}
 
 
 def connect(address: str | None) -> Any:
@@ -141,7 +194,19 @@ def _total(sources: list[dict[str, Any]]) -> int:
     return total
 
 
-def _dataset(ray: Any, opts: BatchOptions, sources: list[dict[str, Any]], done: Done) -> Any:
+def _pipeline(
+    ray: Any, opts: BatchOptions, sources: list[dict[str, Any]], skip: frozenset[Key]
+) -> Iterator[list[dict[str, Any]]]:
+    """The actors' result rows, batch by batch (skipped images as "skipped" markers)."""
+    for batch in _dataset(ray, opts, sources, skip).iter_batches(
+        batch_size=None, batch_format="pyarrow"
+    ):
+        yield batch.to_pylist()
+
+
+def _dataset(
+    ray: Any, opts: BatchOptions, sources: list[dict[str, Any]], skip: frozenset[Key]
+) -> Any:
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()
@@ -149,9 +214,7 @@ def _dataset(ray: Any, opts: BatchOptions, sources: list[dict[str, Any]], done: 
     context.print_on_execution_start = False
     # Ray Data's own lines (execution plans, "progress bars disabled") are not ours to show.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    load = functools.partial(
-        _load, done_sha=frozenset(done.sha256), done_ids=frozenset(done.unreadable_ids)
-    )
+    load = functools.partial(_load, skip=skip)
     ds = ray.data.from_items(sources, override_num_blocks=max(1, min(len(sources), 64)))
     ds = ds.flat_map(load)
     return ds.map_batches(
@@ -163,11 +226,6 @@ def _dataset(ray: Any, opts: BatchOptions, sources: list[dict[str, Any]], done: 
         num_cpus=opts.num_cpus,
         num_gpus=opts.num_gpus or None,
     )
-
-
-def _results(ds: Any) -> Iterator[list[dict[str, Any]]]:
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        yield batch.to_pylist()
 
 
 def _unwrap(error: Exception) -> JudgeError:
@@ -184,22 +242,49 @@ def _unwrap(error: Exception) -> JudgeError:
 
 
 def run_batch(opts: BatchOptions, console: Any | None = None) -> BatchReport:
-    """Judge every image of `opts.inputs` not already in `opts.out`.
+    """Judge every image of `opts.inputs` that `opts.out` does not hold decided.
 
     Raises:
-        InputError: bad inputs, or an output folder of another constitution.
+        InputError: bad inputs, an output folder of another constitution, or one another
+            run is using.
         JudgeError: the judges could not start (model, server), with judge's own message.
+        Interrupted: SIGINT or SIGTERM, after the rows already judged were written.
     """
     if opts.actors < 1 or opts.batch_size < 1:
         raise InputError("--actors and --batch-size must be at least 1")
+    if not opts.retry <= set(RETRY_CHOICES):
+        raise InputError(f"retry: only {', '.join(RETRY_CHOICES)} can be retried")
     lock = opts.spec.lock
-    rule_ids = [r.id for r in lock.enabled_rules()]
     lock_hash = lock.lock_hash()
     sources = discover(opts.inputs, allow_outside=opts.allow_outside)
-    done = read_done(opts.out, lock_hash)
-    report = BatchReport(out=opts.out, images=_total(sources))
-    writer = PartWriter(opts.out, rule_ids, lock_hash)
-    ray = connect(opts.ray)
+    # Locked before anything in OUT is read or removed: a second run is refused whole.
+    with lock_output(opts.out):
+        done = read_done(opts.out, lock_hash)
+        report = BatchReport(out=opts.out, images=_total(sources), retry=opts.retry)
+        writer = PartWriter(opts.out, [r.id for r in lock.enabled_rules()], lock_hash)
+        ray = connect(opts.ray)
+        try:
+            with _InterruptOnSignals():
+                _drive(ray, opts, sources, done.skip(opts.retry), done.outcomes, writer, report,
+                       console)
+        finally:
+            report.totals = compact(opts.out)  # also after a failure: no key twice
+        report.parts = writer.parts
+    return report
+
+
+def _drive(
+    ray: Any,
+    opts: BatchOptions,
+    sources: list[dict[str, Any]],
+    skip: frozenset[Key],
+    before: dict[Key, str],
+    writer: PartWriter,
+    report: BatchReport,
+    console: Any | None,
+) -> None:
+    """Run the pipeline, writing its rows as parts; whatever stops it, the rows already
+    judged are written first."""
     started = time.perf_counter()
     pending: list[dict[str, Any]] = []
     last_flush = time.monotonic()
@@ -211,40 +296,60 @@ def run_batch(opts: BatchOptions, console: Any | None = None) -> BatchReport:
 
     with _Progress(console, report.images, opts.progress) as progress:
         try:
-            for rows in _results(_dataset(ray, opts, sources, done)):
+            for rows in _pipeline(ray, opts, sources, skip):
                 for row in rows:
                     if row["outcome"] == "skipped":
                         report.skipped += 1
                         continue
                     pending.append(row)
                     report.judged += 1
+                    report.retried += (row["id"], row["sha256"]) in before
                     report.outcomes[row["outcome"]] += 1
                 if len(pending) >= opts.part_rows or (
                     pending and time.monotonic() - last_flush >= opts.part_seconds
                 ):
                     flush()
                 progress.update(len(rows), report.judged, time.perf_counter() - started)
-            flush()
-        except JudgeError:
-            raise
         except Exception as error:
-            if type(error).__module__.startswith("ray"):
-                flush()  # what was judged is kept
+            flush()  # what was judged is kept
+            if not isinstance(error, JudgeError) and type(error).__module__.startswith("ray"):
                 raise _unwrap(error) from None
             raise
-    report.seconds = time.perf_counter() - started
-    report.parts = writer.parts
-    report.totals = _totals(opts.out)
-    return report
+        except BaseException:  # Interrupted (SIGINT, SIGTERM), SystemExit: the same
+            flush()
+            raise
+        else:
+            flush()
+        finally:
+            report.seconds = time.perf_counter() - started
 
 
-def _totals(out: Path) -> Counter[str]:
-    import pyarrow.parquet as pq
+class _InterruptOnSignals:
+    """SIGINT and SIGTERM raise `Interrupted` in the main thread (the driver's loop) while
+    inside; a second signal gets the handler from before (stop at once: parts stay whole)."""
 
-    totals: Counter[str] = Counter()
-    for part in parts(out):
-        totals.update(pq.read_table(part, columns=["outcome"]).column("outcome").to_pylist())
-    return totals
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.saved: dict[int, Any] = {}
+
+    def _raise(self, signum: int, frame: Any) -> None:
+        self._restore()
+        raise Interrupted(signum)
+
+    def _restore(self) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+        self.saved.clear()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            handler: Callable[[int, Any], None] = self._raise
+            for signum in self.SIGNALS:
+                self.saved[signum] = signal.signal(signum, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
 
 
 class _Progress:

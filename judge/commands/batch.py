@@ -3,7 +3,10 @@
 The model options mean what they mean for `judge`; `--server` repeated judges through a
 fleet of vLLM replicas. Exit codes as `judge`'s, over everything the output folder holds:
 2 an unreadable image, 3 an undecided one, 1 an unsafe one, 0 all safe. Bad options or
-inputs exit 2 before Ray starts.
+inputs exit 2 before Ray starts, and so does an --out that another run is using. A rerun
+judges again the rows that are undecided or errors (`--retry`, default undecided,error;
+`--retry none` skips every row already there). SIGINT or SIGTERM writes the rows already
+judged, then exits 130 or 143.
 """
 
 from __future__ import annotations
@@ -119,17 +122,25 @@ def batch(
         Path | None, typer.Option(help="SQLite store (default: <cache>/judge.sqlite3).")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    retry: Annotated[
+        str,
+        typer.Option(
+            help="Which rows already in --out a rerun judges again: undecided, error, both "
+            "(comma-separated) or none. The others are skipped.",
+        ),
+    ] = "undecided,error",
 ) -> None:
     """Judge many images on Ray Data into resumable Parquet (one row per image)."""
     from rich.console import Console
 
-    from judge.batch import ActorSpec, BatchOptions, run_batch
+    from judge.batch import ActorSpec, BatchOptions, Interrupted, parse_retry, run_batch
     from judge.constitution import Constitution
     from judge.engine.procedure import JudgeOptions
     from judge.models.resolve import resolve_model
 
     if out.suffix.lower() != ".parquet" and not out.is_dir():
         raise InputError(f"--out {out}: name the output folder OUT.parquet")
+    retried = parse_retry(retry)
     options = JudgeOptions(
         relevance=not no_relevance,
         center=not no_center,
@@ -160,23 +171,30 @@ def batch(
         concurrency=concurrency,
     )
     err = Console(stderr=True, highlight=False)
-    report = run_batch(
-        BatchOptions(
-            inputs=list(inputs),
-            out=out,
-            spec=spec,
-            ray=ray_address,
-            actors=actors,
-            batch_size=batch_size,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            part_rows=part_rows,
-            part_seconds=part_seconds,
-            allow_outside=allow_outside_paths,
-            progress=progress,
-        ),
-        err,
+    run = BatchOptions(
+        inputs=list(inputs),
+        out=out,
+        spec=spec,
+        ray=ray_address,
+        actors=actors,
+        batch_size=batch_size,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        part_rows=part_rows,
+        part_seconds=part_seconds,
+        allow_outside=allow_outside_paths,
+        progress=progress,
+        retry=retried,
     )
+    try:
+        report = run_batch(run, err)
+    except Interrupted as stop:
+        err.print(
+            f"interrupted ({stop}): the rows judged so far are in {out}; the same command "
+            "resumes",
+            markup=False,
+        )
+        raise typer.Exit(128 + stop.signum) from None
     typer.echo(report.summary())
     code = report.exit_code()
     if code:
