@@ -92,7 +92,7 @@ def test_check_rejects_a_policy_with_every_rule_disabled(
     path = _compiled(world["dir"], ALL_OFF, "all-off.yaml")
     result = _cli(world, "check", str(path))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"FAIL {path}" in result.stderr and "disabled" in result.stderr
+    assert f"FAIL {path}" in result.stderr and "enabled: false" in result.stderr
     assert "Traceback" not in result.stderr
     ok = _cli(world, "check", str(world["policy"]))
     assert ok.returncode == 0, ok.stderr

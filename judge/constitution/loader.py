@@ -88,11 +88,9 @@ def require_enabled_rules(rules: Sequence[RuleSpec | CompiledRule], file: str) -
     disabled still loads and compiles; `judge check` and judging refuse it.)"""
     if any(rule.enabled for rule in rules):
         return
-    what = (
-        f"all {len(rules)} of its rules are disabled (enabled: false)" if rules else "no rules"
-    )
+    what = f"each of its {len(rules)} rule(s) has enabled: false" if rules else "it has no rules"
     raise ConstitutionError(
-        f"the policy has {what}: judged with it, every image would be 'safe' with nothing "
+        f"no rule to judge with ({what}): every image would be 'safe' with nothing "
         "checked. Enable at least one rule",
         file=file,
     )
