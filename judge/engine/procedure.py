@@ -1,4 +1,4 @@
-"""The decision procedure of CLUE, stages 3 to 5, for one image (../shared/DESIGN.md).
+"""The decision procedure of CLUE, stages 3 to 5, for one image (docs/method.md).
 
 Per image:
 1. Relevance: a rule is judged only if its relevance score exceeds its threshold
@@ -370,7 +370,7 @@ class _Run:
                 if not confident:
                     alt.view = whole
                     continue
-                # With several boxes, the most confident one (DESIGN.md).
+                # With several boxes, the most confident one (docs/deviations.md, row 8).
                 box = max(confident, key=lambda b: b.confidence)
                 cropped = box.area() < th.crop_area * area
                 if (box.label, cropped) not in views:

@@ -13,7 +13,7 @@ paths (`AutoModelForImageTextToText`, `AutoProcessor`) and that vLLM can serve:
   the 2x2 merge: 16 x 16 = 256 image tokens, the count Qwen2.5-VL gives a 448-px image, so
   an image's share of a prompt (and what the prefix cache saves) is a real model's.
 
-Sizes follow ../shared/notes: attention heads of dim 64 and `mrope_section` [8, 12, 12]
+Sizes follow docs/vllm-cpu.md: attention heads of dim 64 and `mrope_section` [8, 12, 12]
 are known to serve on vLLM's CPU build.
 """
 

@@ -1,6 +1,6 @@
 """Train the tiny VLM on the toy world, on the CPU, in a few minutes.
 
-Plain training of a from-scratch VLM stays at chance (../shared/notes/toy-training.md), so:
+Plain training of a from-scratch VLM stays at chance (docs/toy-recipe.md), so:
 
 * **Phase 0** trains the LM alone on the compiler's own prompts, text-only
   (judge/toy/compile_tasks.py): the objectiveness score and the precondition chain of a

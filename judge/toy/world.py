@@ -4,8 +4,8 @@ A scene is 224x224 pixels on a light, slightly tinted background. It holds 1-3 *
 (a colour from `COLOURS` and a shape from `SHAPES`), 0-2 grey *distractors* that no
 statement is about, and sometimes a line of black *text*. The world is built so that a
 tiny ViT can learn everything its statements ask about within minutes on a CPU (see
-../shared/notes/toy-training.md: colour is learnt fast, shape at 16 image tokens is not;
-the VLM now sees the scene at full size, 256 tokens):
+docs/toy-recipe.md, "Why the recipe looks like this": colour is learnt fast, shape at 16
+image tokens is not; the VLM now sees the scene at full size, 256 tokens):
 
 * statements are about colour presence ("a red shape") and text ("written text") only;
   shapes are drawn (CLIP's captions and OWLv2's queries name them) but no statement asks
