@@ -61,7 +61,7 @@ def test_undecided_and_error_rows_are_judged_again_and_replaced(
     late = tmp_path / "late.png"  # missing on the first run: an error row
     first = run_batch(_options(tmp_path, [a, b, late], DOWN))
     assert first.outcomes == {"undecided": 2, "error": 1}
-    assert "2 undecided and 1 error not decided: a rerun judges them again" in first.summary()
+    assert "2 undecided and 1 error rows not decided: a rerun judges them again" in first.summary()
 
     # --retry none: every row already there is skipped, and the summary says how to retry.
     kept = run_batch(_options(tmp_path, [a, b, late], UP, retry=parse_retry("none")))

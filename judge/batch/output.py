@@ -93,9 +93,6 @@ class Done:
         """The keys a rerun skips: all but those whose outcome is retried."""
         return frozenset(k for k, outcome in self.outcomes.items() if outcome not in retry)
 
-    def count(self, outcome: str) -> int:
-        return sum(1 for o in self.outcomes.values() if o == outcome)
-
 
 def parts(out: Path) -> list[Path]:
     """The parts of `out`, oldest first (their names start with the time they were written)."""

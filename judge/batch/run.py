@@ -144,7 +144,7 @@ class BatchReport:
                 if skipped
                 else "a rerun judges them again"
             )
-            text += f"; {' and '.join(left)} not decided: {how}"
+            text += f"; {' and '.join(left)} rows not decided: {how}"
         return text
 
 
