@@ -64,13 +64,13 @@ def test_a_changed_file_is_an_error_that_names_it(shipped_copy: Path) -> None:
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
-    with pytest.raises(build.ToyModelsError, match="vlm/model.safetensors differs"):
+    with pytest.raises(build.ToyModelsError, match=r"vlm/model\.safetensors differs"):
         build.verify_shipped(shipped_copy)
 
 
 def test_a_missing_or_extra_file_is_an_error_that_names_it(shipped_copy: Path) -> None:
     (shipped_copy / "clip" / "config.json").unlink()
-    with pytest.raises(build.ToyModelsError, match="clip/config.json is missing"):
+    with pytest.raises(build.ToyModelsError, match=r"clip/config\.json is missing"):
         build.verify_shipped(shipped_copy)
 
 
