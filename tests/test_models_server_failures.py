@@ -40,6 +40,20 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def chat_retry_waits(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The waits the back end announced before each retry of a query, in order. Start-up
+    requests (the model list, /tokenize) are left out: on a loaded machine they may need a
+    retry of their own, which says nothing about the query."""
+    return [
+        float(r.args[4])
+        for r in caplog.records
+        if r.name == "judge.models.vllm_server"
+        and isinstance(r.args, tuple)
+        and len(r.args) == 5
+        and r.args[2] == "/v1/chat/completions"
+    ]
+
+
 async def ask(backend: VLLMServerBackend, qs: list[YesNoQuery]) -> list[Any]:
     try:
         return await backend.yes_no(qs)
@@ -125,19 +139,24 @@ def test_hanging_at_start_raises_within_timeout(misbehaving_server: Any) -> None
     assert server.chat_count == 0
 
 
-def test_slow_server_times_out_with_bounded_retries(misbehaving_server: Any) -> None:
+def test_slow_server_times_out_with_bounded_retries(
+    misbehaving_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="judge.models.vllm_server")
     server = misbehaving_server(mode="hang")
     backend = server_backend(server.url, timeout=0.4, retries=2, backoff=0.1)
     results = run(ask(backend, queries(2)))
     assert all(r.error and "no answer within 0.4 s (after 3 attempts)" in r.error for r in results)
     assert all(r.m is None for r in results)
     assert server.chat_count == 6  # 2 queries x 3 attempts, never more
-    assert backend.stats.retries == 4 and backend.stats.failures == 2
+    assert sorted(chat_retry_waits(caplog)) == [0.1, 0.1, 0.2, 0.2]
+    assert backend.stats.failures == 2
 
 
 def test_500s_are_retried_with_exponential_backoff(
-    misbehaving_server: Any, monkeypatch: pytest.MonkeyPatch
+    misbehaving_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="judge.models.vllm_server")
     server = misbehaving_server(mode="500")
     backend = server_backend(server.url, retries=3, backoff=0.1)
     waits: list[float] = []
@@ -152,8 +171,11 @@ def test_500s_are_retried_with_exponential_backoff(
     [result] = run(ask(backend, queries(1)))
     assert result.error is not None and "HTTP 500" in result.error and "4 attempts" in result.error
     assert server.chat_count == 4
-    assert waits == [0.1, 0.2, 0.4]  # the waits doubled, one before each retry
-    assert backend.stats.retries == 3 and backend.stats.failures == 1
+    # The waits doubled, one before each retry, and were slept (the query's come last:
+    # start-up is over before it is sent).
+    assert chat_retry_waits(caplog) == [0.1, 0.2, 0.4]
+    assert waits[-3:] == [0.1, 0.2, 0.4]
+    assert backend.stats.failures == 1
 
 
 def test_transient_500s_recover(misbehaving_server: Any) -> None:
@@ -190,7 +212,10 @@ def test_different_model_in_answers_fails_the_query(misbehaving_server: Any) -> 
     assert server.chat_count == 2
 
 
-def test_server_dying_mid_batch(misbehaving_server: Any) -> None:
+def test_server_dying_mid_batch(
+    misbehaving_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="judge.models.vllm_server")
     server = misbehaving_server(die_after=5, delay=0.05)
     backend = server_backend(server.url, concurrency=2, retries=2, backoff=0.05)
     results = run(ask(backend, queries(12)))
@@ -201,7 +226,7 @@ def test_server_dying_mid_batch(misbehaving_server: Any) -> None:
     assert all("connection" in (r.error or "") for r in failed)
     # Each failed query gave up after its 1 + 2 attempts, none waited for more.
     assert all("(after 3 attempts)" in (r.error or "") for r in failed)
-    assert backend.stats.retries == 2 * len(failed)
+    assert len(chat_retry_waits(caplog)) == 2 * len(failed)
 
 
 def test_circuit_breaker_stops_hammering(misbehaving_server: Any) -> None:
