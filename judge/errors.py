@@ -5,6 +5,7 @@
     │   ├── ConstitutionError       2   a policy file is wrong (file:line:col, rule id)
     │   ├── LockError               2   the lock is missing, stale or does not match
     │   ├── ImageError              2   an image cannot be read (per image, not fatal in a batch)
+    │   │   └── PixelLimitError     2   it would decode to more pixels than allowed
     │   └── DatasetError            2   a labelled set is malformed
     ├── BackendError                3   the model back end failed (down, timeout, nonsense)
     │   └── ModelCapabilityError    4   the model or server cannot do what judge needs
@@ -61,6 +62,10 @@ class LockError(InputError):
 
 class ImageError(InputError):
     """An image cannot be read or is unsafe to decode."""
+
+
+class PixelLimitError(ImageError):
+    """An image, or one of its frames, would decode to more pixels than allowed."""
 
 
 class DatasetError(InputError):

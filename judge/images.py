@@ -4,8 +4,11 @@ Images come from users and crawls, so they are treated as hostile:
 
 * the format is sniffed from the content, never the file name, and only raster formats
   Pillow decodes in-process are opened (no EPS/PostScript, which would run Ghostscript);
-* the pixel count is read from the header and checked *before* any pixel is decoded, so a
-  decompression bomb (a tiny file that claims 50,000 x 50,000 pixels) costs nothing;
+* the pixel count of every frame is read from the file's structure (not only its header:
+  a GIF frame may be larger than its logical screen, a JPEG may hold two size markers, a
+  TIFF many pages) and checked *before* Pillow opens the file, so a decompression bomb (a
+  tiny file that claims 50,000 x 50,000 pixels) costs nothing; a file with any frame over
+  the limit is refused whole (`PixelLimitError`), whichever frames would be decoded;
 * bytes, frames and decoded pixels are bounded, and special files (FIFOs, devices) are
   refused, so a load never hangs;
 * whatever goes wrong comes out as one `ImageError` whose message says why.
@@ -34,7 +37,7 @@ from typing import Literal, overload
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from judge.errors import ImageError
+from judge.errors import ImageError, PixelLimitError
 
 ImageSource = str | Path | bytes | bytearray | memoryview | Image.Image
 
@@ -184,64 +187,224 @@ def _looks_like(data: bytes) -> str | None:
     return None
 
 
-def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(width, height) read from the file header without decoding, where the format
-    allows it cheaply; None when unknown (Pillow's lazy open checks it then)."""
+# ---- sizes, read from the file's structure ------------------------------------------------
+
+#: A label and a (width, height) that a decoder of the file would allocate.
+Extent = tuple[str, tuple[int, int]]
+
+_SOF_MARKERS = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC})
+# The next marker after entropy-coded data: 0xFF followed by anything but a stuffed zero,
+# a restart marker or another 0xFF (a fill byte before the marker).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_MAX_SEGMENTS = 100_000
+_MAX_PAGES = 4096
+
+
+def frame_sizes(data: bytes, fmt: str) -> list[Extent]:
+    """Every size a decoder of `data` would allocate, read from the file's structure
+    without decoding any pixel: ("image", (w, h)) first, then one entry per way the file
+    can ask for more ("frame 3", "size marker 2", ...).
+
+    A header alone is not enough, because decoders allocate what the rest of the file says:
+
+    * GIF: Pillow grows the canvas from the logical screen to cover each frame, and
+      allocates a frame-sized disposal buffer while it opens the file;
+    * JPEG: Pillow takes the *last* SOFn marker before the scan, and a file may hold more
+      than one (and, as MPO, several images);
+    * TIFF: every page (IFD) has its own size, and tiles their own;
+    * PNG (APNG): every frame control chunk has its own extent.
+
+    Sizes only grow along the list (an entry is added where the largest so far grows), so
+    checking each entry checks every frame. A structure that ends early gives what was
+    read; Pillow's own size, checked after its lazy open, covers the rest.
+    """
     try:
-        if fmt == "PNG" and data[12:16] == b"IHDR":
-            w, h = struct.unpack(">II", data[16:24])
-            return w, h
         if fmt == "GIF":
-            w, h = struct.unpack("<HH", data[6:10])
-            return w, h
-        if fmt == "BMP":
-            w, h = struct.unpack("<ii", data[18:26])
-            return abs(w), abs(h)
-        if fmt == "WEBP":
-            return _webp_size(data)
+            return _gif_sizes(data)
         if fmt == "JPEG":
-            return _jpeg_size(data)
-    except struct.error:
-        return None
-    return None
+            return _jpeg_sizes(data)
+        if fmt == "TIFF":
+            return _tiff_sizes(data)
+        if fmt == "PNG":
+            return _png_sizes(data)
+        if fmt == "BMP":
+            return _bmp_sizes(data)
+        if fmt == "WEBP":
+            return _webp_sizes(data)
+    except (struct.error, IndexError):
+        pass
+    return []
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
+def check_frame_pixels(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int] | None:
+    """The image's size from its structure, with every frame's checked against
+    `max_pixels` (None when the structure says nothing: Pillow's lazy open decides).
+
+    Raises:
+        PixelLimitError: a frame, or the canvas it needs, is over `max_pixels`.
+        ImageError: a frame has an empty size.
+    """
+    sizes = frame_sizes(data, fmt)
+    for what, size in sizes:
+        _check_pixels(size, max_pixels, what)
+    return sizes[0][1] if sizes else None
+
+
+def _grow(out: list[Extent], what: str, size: tuple[int, int]) -> None:
+    """Add `size` where it is larger than the last one: the list stays short however many
+    frames the file has."""
+    last = out[-1][1]
+    if size[0] * size[1] > last[0] * last[1]:
+        out.append((what, size))
+
+
+def _gif_sizes(data: bytes) -> list[Extent]:
+    screen = struct.unpack("<HH", data[6:10])
+    out: list[Extent] = [("image", screen)]
+    canvas_w, canvas_h = screen
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    frame, n = 0, len(data)
+    while pos < n:
+        kind = data[pos]
+        if kind == 0x3B:  # trailer
+            break
+        if kind == 0x21:  # extension: a label, then data sub-blocks
+            pos = _skip_sub_blocks(data, pos + 2)
+        elif kind == 0x2C:  # image descriptor
+            x, y, w, h, fl = struct.unpack("<HHHHB", data[pos + 1 : pos + 10])
+            pos += 10 + (3 << ((fl & 7) + 1) if fl & 0x80 else 0)
+            # As Pillow does: the canvas grows to cover the frame.
+            canvas_w, canvas_h = max(canvas_w, x + w), max(canvas_h, y + h)
+            _grow(out, f"frame {frame}", (canvas_w, canvas_h))
+            frame += 1
+            pos = _skip_sub_blocks(data, pos + 1)  # past the LZW code size
+        else:
+            pos += 1  # Pillow skips stray bytes between blocks; so must the walk
+    return out
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    n = len(data)
+    while pos < n:
+        size = data[pos]
+        pos += 1 + size
+        if size == 0:
+            break
+    return pos
+
+
+def _jpeg_sizes(data: bytes) -> list[Extent]:
+    out: list[Extent] = []
+    pos, n, markers, sofs = 2, len(data), 0, 0
+    while pos < n:
+        at = data.find(b"\xff", pos)
+        if at < 0 or at + 1 >= n:
+            break
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            pos = at + 1
+            continue
+        markers += 1
+        if markers > _MAX_SEGMENTS:
+            raise ImageError(f"corrupt JPEG: over {_MAX_SEGMENTS:,} marker segments")
+        if marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos = at + 2
+            continue
+        if marker == 0xD9:  # end of image: another follows only in an MPO file
+            pos = at + 2
+            if data[pos : pos + 2] != b"\xff\xd8":
+                break
+            continue
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if marker in _SOF_MARKERS:
+            h, w = struct.unpack(">HH", data[at + 5 : at + 9])
+            sofs += 1
+            if out:
+                _grow(out, f"size marker {sofs}", (w, h))
+            else:
+                out.append(("image", (w, h)))
+        pos = at + 2 + max(length, 2)
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return out
+
+
+def _tiff_sizes(data: bytes) -> list[Extent]:
+    order = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack(order + "I", data[4:8])
+    out: list[Extent] = []
+    seen: set[int] = set()
+    page = 0
+    while offset and offset not in seen and len(seen) < _MAX_PAGES and offset + 2 <= len(data):
+        seen.add(offset)
+        (count,) = struct.unpack(order + "H", data[offset : offset + 2])
+        tags: dict[int, int] = {}
+        for i in range(count):
+            at = offset + 2 + 12 * i
+            entry = data[at : at + 12]
+            if len(entry) < 12:
+                break
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag in (256, 257, 322, 323):
+                fmt = "H" if kind == 3 else "I"
+                (tags[tag],) = struct.unpack(order + fmt, entry[8 : 8 + struct.calcsize(fmt)])
+        what = "image" if page == 0 else f"page {page}"
+        if 256 in tags and 257 in tags:
+            out.append((what, (tags[256], tags[257])))
+        if 322 in tags and 323 in tags:
+            out.append((f"a tile of {what}", (tags[322], tags[323])))
+        next_at = offset + 2 + 12 * count
+        if next_at + 4 > len(data):
+            break
+        (offset,) = struct.unpack(order + "I", data[next_at : next_at + 4])
+        page += 1
+    return out
+
+
+def _png_sizes(data: bytes) -> list[Extent]:
+    if data[12:16] != b"IHDR":
+        return []
+    out: list[Extent] = [("image", struct.unpack(">II", data[16:24]))]
+    if data.find(b"acTL") < 0:  # not animated: the header says it all
+        return out
+    pos, n, frame = 8, len(data), 0
+    while pos + 8 <= n:
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"fcTL" and length >= 20:
+            w, h, x, y = struct.unpack(">IIII", data[pos + 12 : pos + 28])
+            _grow(out, f"frame {frame}", (x + w, y + h))
+            frame += 1
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return out
+
+
+def _bmp_sizes(data: bytes) -> list[Extent]:
+    (header,) = struct.unpack("<I", data[14:18])
+    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sides
+        return [("image", struct.unpack("<HH", data[18:22]))]
+    w, h = struct.unpack("<ii", data[18:26])
+    return [("image", (abs(w), abs(h)))]
+
+
+def _webp_sizes(data: bytes) -> list[Extent]:
     chunk = data[12:16]
-    if chunk == b"VP8X":
+    if chunk == b"VP8X":  # the canvas, which every frame must fit
         w = int.from_bytes(data[24:27], "little") + 1
         h = int.from_bytes(data[27:30], "little") + 1
-        return w, h
+        return [("image", (w, h))]
     if chunk == b"VP8L" and data[20:21] == b"\x2f":
         bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        return [("image", ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))]
     if chunk == b"VP8 ":
         w, h = struct.unpack("<HH", data[26:30])
-        return w & 0x3FFF, h & 0x3FFF
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    # Walk the marker segments to the first SOFn; bounded by the data length.
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return w, h
-        if length < 2:
-            return None
-        i += 2 + length
-    return None
+        return [("image", (w & 0x3FFF, h & 0x3FFF))]
+    return []
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, what: str = "image") -> None:
@@ -249,7 +412,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, what: str = "image") -
     if w <= 0 or h <= 0:
         raise ImageError(f"{what} has an empty size {w}x{h}")
     if w * h > max_pixels:
-        raise ImageError(
+        raise PixelLimitError(
             f"{what} is {w:,} x {h:,} = {w * h:,} pixels, over the limit of {max_pixels:,} "
             "pixels (decompression-bomb protection; raise max_pixels to allow it)"
         )
@@ -400,24 +563,10 @@ def _decode(
     max_frames: int,
     max_total_pixels: int,
 ) -> LoadedImage | list[LoadedImage]:
-    fmt = sniff_format(data)
-    claimed = header_size(data, fmt)
-    if claimed is not None:
-        _check_pixels(claimed, max_pixels)
+    fmt, opened = open_checked(data, max_pixels)
     digest = hashlib.sha256(data).hexdigest()
     ident = image_id or label or f"sha256:{digest[:16]}"
-    try:
-        opened = Image.open(BytesIO(data), formats=[fmt])
-    except Image.DecompressionBombError as exc:
-        raise ImageError(_bomb_reason(exc, max_pixels)) from None
-    except UnidentifiedImageError:  # its message is only the stream's repr
-        raise ImageError(
-            f"corrupt {fmt} header: the data starts like {fmt} but its header cannot be parsed"
-        ) from None
-    except Exception as exc:  # Pillow raises many types on corrupt headers
-        raise ImageError(f"corrupt {fmt} header: {_reason(exc)}") from None
     with opened as im:
-        _check_pixels(im.size, max_pixels)
         n_frames = _frame_count(im, fmt)
         if not all_frames:
             return _frame(im, 0, n_frames, fmt, digest, ident, max_pixels)
@@ -433,6 +582,37 @@ def _decode(
                 f"all, over the limit of {max_total_pixels:,}"
             )
         return [_frame(im, i, n_frames, fmt, digest, ident, max_pixels) for i in range(n_frames)]
+
+
+def open_checked(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, Image.Image]:
+    """(format, the image opened lazily): no pixel decoded, every frame's size checked.
+
+    The sizes in the file's structure (`frame_sizes`: every frame, every size marker) are
+    checked before Pillow sees the file, since Pillow allocates while it opens some files
+    (a GIF's disposal buffer); then Pillow's own idea of the size is checked too.
+
+    Raises:
+        PixelLimitError: a frame is over `max_pixels`.
+        ImageError: not a supported raster image, or a corrupt header.
+    """
+    fmt = sniff_format(data)
+    check_frame_pixels(data, fmt, max_pixels)
+    try:
+        opened = Image.open(BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombError as exc:
+        raise PixelLimitError(_bomb_reason(exc, max_pixels)) from None
+    except UnidentifiedImageError:  # its message is only the stream's repr
+        raise ImageError(
+            f"corrupt {fmt} header: the data starts like {fmt} but its header cannot be parsed"
+        ) from None
+    except Exception as exc:  # Pillow raises many types on corrupt headers
+        raise ImageError(f"corrupt {fmt} header: {_reason(exc)}") from None
+    try:
+        _check_pixels(opened.size, max_pixels)
+    except ImageError:
+        opened.close()
+        raise
+    return fmt, opened
 
 
 def _frame_count(im: Image.Image, fmt: str) -> int:
@@ -466,7 +646,7 @@ def _frame(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(_bomb_reason(exc, 0)) from None
+        raise PixelLimitError(_bomb_reason(exc, 0)) from None
     except MemoryError:
         raise ImageError(f"out of memory decoding {fmt}{where}") from None
     except Exception as exc:

@@ -20,11 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from judge.errors import ImageError, InputError
+from judge.errors import ImageError, InputError, PixelLimitError
 from judge.images import (
     DEFAULT_MAX_PIXELS,
     LoadedImage,
     fit_pixels,
+    frame_sizes,
     load_image,
     sniff_format,
 )
@@ -407,7 +408,7 @@ def test_fit_pixels(size: tuple[int, int], budget: int | None, expected: tuple[i
 
 def test_a_later_frame_cannot_grow_into_a_bomb() -> None:
     # A 16 x 16 GIF whose second frame descriptor claims 9,000 x 9,000: Pillow would grow
-    # the canvas to decode it.
+    # the canvas to decode it. The file is refused whole, whichever frames are asked for.
     frames = [Image.new("RGB", (16, 16), c) for c in (RED, GREEN)]
     data = bytearray(
         _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
@@ -416,9 +417,104 @@ def test_a_later_frame_cannot_grow_into_a_bomb() -> None:
     second = data.index(b"\x21\xf9\x04", first + 1) + 8  # the image descriptor after it
     assert data[second] == 0x2C
     data[second + 5 : second + 9] = struct.pack("<HH", 9_000, 9_000)
-    assert load_image(bytes(data)).size == (16, 16)  # the first frame is fine
-    with pytest.raises(ImageError, match=r"frame 1 is 9,000 x 9,000 = 81,000,000 pixels"):
-        load_image(bytes(data), all_frames=True)
+    for all_frames in (False, True):
+        with pytest.raises(PixelLimitError, match=r"frame 1 is 9,000 x 9,000 = 81,000,000"):
+            load_image(bytes(data), all_frames=all_frames)
+
+
+# ---- sizes the header does not tell (issue 24, item 6) ---------------------------------------
+
+
+def gif_bigger_than_its_screen(frame: tuple[int, int], screen: tuple[int, int] = (1, 1),
+                               disposal: int = 0) -> bytes:
+    """A one-frame GIF whose logical screen (the header) says `screen` and whose frame is
+    `frame`, one colour, so the file stays small (48 KB for 8,000 x 8,000). `disposal` 2
+    makes Pillow allocate a frame-sized buffer while it opens the file."""
+    data = bytearray(_encode(Image.new("P", frame, 0), "GIF"))
+    data[6:10] = struct.pack("<HH", *screen)
+    if disposal:
+        at = data.index(b"\x2c")  # the image descriptor; put a graphic control block before it
+        control = b"\x21\xf9\x04" + bytes([disposal << 2]) + b"\x00\x00\x00\x00"
+        data[at:at] = control
+    return bytes(data)
+
+
+def jpeg_with_two_sizes(second: tuple[int, int]) -> bytes:
+    """A 16 x 16 JPEG with a second SOF marker saying `second`: a header reader stops at
+    the first, Pillow sizes the image by the last."""
+    data = bytearray(_encode(Image.new("RGB", (16, 16), RED), "JPEG"))
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC2):
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    end = i + 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    copy = bytearray(data[i:end])
+    copy[5:9] = struct.pack(">HH", second[1], second[0])
+    return bytes(data[:end] + copy + data[end:])
+
+
+def tiff_claiming(width: int, height: int) -> bytes:
+    """A TIFF of a few bytes whose tags claim width x height."""
+    return _bomb_tiff().replace(struct.pack("<HHII", 256, 4, 1, 50_000),
+                                struct.pack("<HHII", 256, 4, 1, width)).replace(
+        struct.pack("<HHII", 257, 4, 1, 50_000), struct.pack("<HHII", 257, 4, 1, height))
+
+
+def tiff_second_page(width: int, height: int) -> bytes:
+    """A 4 x 4 TIFF whose second page claims width x height."""
+    second = Image.new("L", (4, 4))
+    data = _encode(Image.new("L", (4, 4)), "TIFF", save_all=True, append_images=[second])
+    patched = bytearray(data)
+    for tag, value in ((256, width), (257, height)):
+        at = data.rindex(struct.pack("<HHII", tag, 4, 1, 4))  # the second page's tag
+        patched[at : at + 12] = struct.pack("<HHII", tag, 4, 1, value)
+    return bytes(patched)
+
+
+HIDDEN_SIZES = {
+    "gif_frame_over_its_screen": (lambda: gif_bigger_than_its_screen((3000, 3000)),
+                                  r"frame 0 is 3,000 x 3,000 = 9,000,000 pixels"),
+    "gif_disposal_buffer": (lambda: gif_bigger_than_its_screen((3000, 3000), disposal=2),
+                            r"frame 0 is 3,000 x 3,000"),
+    "jpeg_second_size_marker": (lambda: jpeg_with_two_sizes((3000, 3000)),
+                                r"size marker 2 is 3,000 x 3,000"),
+    "tiff_20000": (lambda: tiff_claiming(20_000, 20_000),
+                   r"image is 20,000 x 20,000 = 400,000,000 pixels"),
+    "tiff_second_page": (lambda: tiff_second_page(3000, 3000), r"page 1 is 3,000 x 3,000"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HIDDEN_SIZES))
+def test_every_frame_is_checked_before_pillow_opens_the_file(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build, message = HIDDEN_SIZES[name]
+    data = build()
+    assert len(data) < 20_000  # small on disk
+    opened: list[object] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    with pytest.raises(PixelLimitError, match=message) as info:
+        load_image(data, max_pixels=1_000_000)
+    assert info.value.exit_code == 2 and "DecompressionBomb" not in str(info.value)
+    # Refused on the file's structure: Pillow, which allocates while it opens a GIF whose
+    # frame asks for a disposal buffer, never saw the file.
+    assert opened == []
+
+
+def test_the_gif_disposal_buffer_is_allocated_by_pillow_at_open() -> None:
+    """Why the check must come before Image.open: Pillow sizes the canvas (and allocates
+    a disposal buffer) from the frame while it opens the file, not from the header."""
+    with Image.open(io.BytesIO(gif_bigger_than_its_screen((3000, 3000), disposal=2))) as im:
+        assert im.size == (3000, 3000)
+        assert im.dispose is not None and im.dispose.size == (3000, 3000)
+
+
+def test_frames_within_the_limit_still_load() -> None:
+    loaded = load_image(gif_bigger_than_its_screen((300, 200), screen=(300, 200)))
+    assert loaded.size == (300, 200)
+    assert frame_sizes(jpeg_with_two_sizes((16, 16)), "JPEG") == [("image", (16, 16))]
+    many = _animated("GIF", frames=50)
+    assert frame_sizes(many, "GIF") == [("image", Image.open(io.BytesIO(many)).size)]
 
 
 _SEEDS = {

@@ -31,7 +31,7 @@ from judge.serve.load import COLOURS, ColourBackend, ThreadedServer, colour_serv
 
 TOKEN = "s3cret-token-alice"
 OTHER = "another-token-bob1"
-TOKENS = Tokens.parse([f"alice:{TOKEN}", OTHER], "test")
+TOKENS = Tokens.parse([f"alice:{TOKEN}:admin", OTHER], "test")
 
 
 def png(*colours: str, size: tuple[int, int] = (64, 64)) -> bytes:
@@ -158,8 +158,8 @@ def test_tokens(served: Running) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=served.url + "/v1", api_key="wrong-token", max_retries=0
                       ).moderations.create(model="x", input=[part(png())])
-    # Open paths need none.
-    for path in ("/healthz", "/metrics", "/openapi.json", "/readyz"):
+    # Open paths need none (/metrics does: tests/test_serve_hostile.py).
+    for path in ("/healthz", "/openapi.json", "/readyz"):
         assert served.get(path, token=None).status_code == 200, path
     # Readiness details (paths, URLs) only with a token.
     assert "found" not in served.get("/readyz", token=None).json()["checks"][0]
@@ -197,10 +197,10 @@ def test_a_reload_rereads_the_tokens_file(policy: Path, tmp_path: Path) -> None:
     from judge.serve import load_tokens
 
     file = tmp_path / "tokens"
-    file.write_text(f"ops:{TOKEN}\n")
+    file.write_text(f"ops:{TOKEN}:admin\n")
     running = start(policy, tmp_path, tokens=load_tokens(file), tokens_file=file)
     try:
-        file.write_text(f"ops:{OTHER}\n")
+        file.write_text(f"ops:{OTHER}:admin\n")
         reloaded = running.post("/v1/policy/reload", token=TOKEN)
         assert reloaded.status_code == 200 and "1 token(s) read" in reloaded.json()["message"]
         assert running.get("/v1/policy", token=TOKEN).status_code == 401
@@ -237,7 +237,8 @@ def test_limits(served: Running) -> None:
     assert error(served.post("/v1/moderations", json=big)) == (413, "body_too_large")
     # A chunked body has no Content-Length: it is counted as it arrives.
     chunks = (b'{"input": "' + b"A" * 100_000 for _ in range(30))
-    assert error(served.post("/v1/moderations", content=chunks))[0] == 413
+    json_type = {"Content-Type": "application/json"}
+    assert error(served.post("/v1/moderations", content=chunks, headers=json_type))[0] == 413
     not_b64 = {"input": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}
     assert error(served.post("/v1/moderations", json=not_b64)) == (422, "bad_image")
     not_image = {"input": [part(b"<html>hello</html>")]}
@@ -245,7 +246,8 @@ def test_limits(served: Running) -> None:
     assert error(response) == (422, "bad_image") and "HTML" in response.json()["error"]["message"]
     truncated = {"input": [part(png("blue")[:60])]}
     assert error(served.post("/v1/moderations", json=truncated)) == (422, "bad_image")
-    assert error(served.post("/v1/moderations", content=b"{nope")) == (400, "bad_request")
+    assert error(served.post("/v1/moderations", content=b"{nope", headers=json_type)) == (
+        400, "bad_request")
     assert error(served.post("/v1/moderations", json={"inputs": []}))[0] == 400
 
 
@@ -312,7 +314,8 @@ def test_remote_urls_are_off_unless_allowed(served: Running, policy: Path,
         off = served.post("/v1/moderations", json=remote(base + "/blue.png"))
         assert off.status_code == 400 and off.json()["error"]["code"] == "remote_urls_off"
         running = start(policy, tmp_path, remote=RemoteImages(
-            allow_hosts=("127.0.0.1",), timeout_s=2, max_bytes=100_000))
+            allow_hosts=("127.0.0.1",), timeout_s=2, max_bytes=100_000,
+            allow_ports=(httpd.server_address[1],), allow_private=True))
         try:
             ok = running.post("/v1/moderations", json=remote(base + "/blue.png"))
             assert ok.status_code == 200, ok.text
@@ -320,7 +323,7 @@ def test_remote_urls_are_off_unless_allowed(served: Running, policy: Path,
             big = running.post("/v1/moderations", json=remote(base + "/big.png"))
             assert big.status_code == 413
             moved = running.post("/v1/moderations", json=remote(base + "/redirect"))
-            assert moved.status_code == 422 and "redirects" in moved.json()["error"]["message"]
+            assert moved.status_code == 422 and moved.json()["error"]["code"] == "fetch_failed"
             other = running.post("/v1/moderations",
                                  json=remote(f"http://localhost:{httpd.server_address[1]}/b"))
             assert other.status_code == 400

@@ -48,8 +48,9 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
     tokens_file: Annotated[
         Path | None,
-        typer.Option(help="Bearer tokens, one per line, TOKEN or NAME:TOKEN "
-                     "(default: JUDGE_SERVE_TOKENS, comma-separated)."),
+        typer.Option(help="Bearer tokens, one per line: TOKEN, NAME:TOKEN or "
+                     "NAME:TOKEN:admin (role user unless admin; only admin may reload the "
+                     "policy). Default: JUDGE_SERVE_TOKENS, comma-separated."),
     ] = None,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth",
@@ -62,7 +63,8 @@ def serve(
         16 * 1024 * 1024
     ),
     max_pixels: Annotated[
-        int, typer.Option(min=1, help="Largest width x height, read from the header.")
+        int, typer.Option(min=1, help="Largest width x height of any frame, read from the "
+                          "file's structure before decoding.")
     ] = 40_000_000,
     max_images: Annotated[int, typer.Option(min=1, help="Most images in one request.")] = 16,
     max_concurrent: Annotated[
@@ -83,6 +85,19 @@ def serve(
     remote_max_bytes: Annotated[int, typer.Option(min=64, help="Largest fetched image.")] = (
         16 * 1024 * 1024
     ),
+    allow_remote_port: Annotated[
+        list[int] | None,
+        typer.Option(min=1, max=65535, help="A port remote image URLs may name (repeat; "
+                     "default 80 and 443)."),
+    ] = None,
+    allow_private_remote: Annotated[
+        bool, typer.Option("--allow-private-remote",
+                           help="Fetch remote images from loopback, private, link-local and "
+                           "other non-public addresses (refused by default).")
+    ] = False,
+    public_metrics: Annotated[
+        bool, typer.Option("--public-metrics", help="Serve /metrics without a token.")
+    ] = False,
     fail_open: Annotated[
         bool, typer.Option("--fail-open", help="Do not flag images whose rules are undecided "
                            "(the default flags them: fail closed).")
@@ -123,7 +138,10 @@ def serve(
             allow_hosts=tuple(allow_remote_host or ()),
             timeout_s=remote_timeout,
             max_bytes=remote_max_bytes,
+            allow_ports=tuple(allow_remote_port or (80, 443)),
+            allow_private=allow_private_remote,
         ),
+        public_metrics=public_metrics,
         fail_closed=not fail_open,
         store=store,
         log_images=log_images,

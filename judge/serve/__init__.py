@@ -3,9 +3,11 @@
     from judge.serve import ServeConfig, build_service, create_app
 
 The pieces, each in its own module: `config` (limits, tokens, remote URLs, fail-closed),
-`auth` (bearer tokens), `guard` (authentication and the body limit, before any body is
-read), `inputs` (images out of requests), `admission` (concurrency and the bounded queue),
-`policy` (the active policy and reloads), `service` (the judging path), `moderation`
+`auth` (bearer tokens and their roles), `guard` (authentication, roles and the body
+limit, before any body is read), `inputs` (images out of requests), `remote` (fetching
+remote images safely), `admission` (concurrency and the bounded queue), `work` (the
+threads a request started, held against its slot), `policy` (the active policy and
+reloads), `service` (the judging path), `moderation`
 (OpenAI's shape), `native` (judge's shape), `metrics` (Prometheus), `decisions` (the
 audit log), `app` (the routes), `run` (uvicorn and signals), `load` (the load run).
 """

@@ -25,9 +25,8 @@ class Admission:
         self.waiting = 0
         self.rejected = 0
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the judging slots for the body of the `async with`.
+    async def acquire(self) -> None:
+        """Take one of the slots, waiting in the queue if every slot is busy.
 
         Raises:
             ApiError: 429 when every slot is busy and the queue is full.
@@ -46,8 +45,21 @@ class Admission:
         finally:
             self.waiting -= 1
         self.running += 1
+
+    def release(self) -> None:
+        """Give a slot back (once per `acquire`)."""
+        self.running -= 1
+        self._slots.release()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the slots for the body of the `async with`.
+
+        Raises:
+            ApiError: 429 when every slot is busy and the queue is full.
+        """
+        await self.acquire()
         try:
             yield
         finally:
-            self.running -= 1
-            self._slots.release()
+            self.release()

@@ -11,11 +11,16 @@
 
 Request bodies are read and validated here rather than by FastAPI's body parameters, so
 every refusal has the OpenAI error shape and a reason a person can act on; the OpenAPI
-document still states each body's schema (`openapi_extra`).
+document still states each body's schema (`openapi_extra`). The judging routes take their
+concurrency slot before they read the body (a full service answers 429 without reading
+it), and parse, fetch, check and judge inside it. A body must say what it is: JSON as
+`application/json` (415 otherwise), which a cross-site form cannot send without the
+browser asking first, so a web page cannot drive a tokenless loopback service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -42,6 +47,7 @@ from judge.serve.moderation import (
 from judge.serve.native import JUDGE_BODY_SCHEMA, JudgeRequest, NativeResponse, native_response
 from judge.serve.problems import ApiError
 from judge.serve.service import Service
+from judge.serve.work import install
 
 _ERROR = {"description": "Refused, with the reason (OpenAI error shape)", "content": {
     "application/json": {"schema": {"type": "object", "properties": {"error": {
@@ -49,7 +55,7 @@ _ERROR = {"description": "Refused, with the reason (OpenAI error shape)", "conte
             "message": {"type": "string"}, "type": {"type": "string"},
             "param": {"type": ["string", "null"]}, "code": {"type": "string"}}}}}}}}
 _REFUSALS: dict[int | str, dict[str, Any]] = {
-    code: _ERROR for code in (400, 401, 413, 422, 429, 503)
+    code: _ERROR for code in (400, 401, 403, 413, 415, 422, 429, 503)
 }
 
 
@@ -64,6 +70,8 @@ def create_app(service: Service) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Threads are counted against the request that started them (judge/serve/work.py).
+        install(asyncio.get_running_loop())
         if service.holder.active is None:
             changed, message, _ = await service.reload()
             if not changed:
@@ -78,8 +86,9 @@ def create_app(service: Service) -> FastAPI:
         description=(
             "Image moderation against your own constitution (CLUE). `/v1/moderations` "
             "speaks OpenAI's moderation shape for images; `/v1/judge` returns judge's "
-            "Verdict JSON. Every /v1 route needs `Authorization: Bearer TOKEN` when the "
-            "service has tokens."
+            "Verdict JSON. Every /v1 route, and /metrics unless opened, needs "
+            "`Authorization: Bearer TOKEN` when the service has tokens; reloading the policy "
+            "needs an admin token."
         ),
         lifespan=lifespan,
     )
@@ -93,12 +102,12 @@ def create_app(service: Service) -> FastAPI:
 def guarded(app: FastAPI, service: Service) -> Guard:
     """The ASGI app to serve: `app` behind authentication and the body limit."""
     return Guard(app, tokens=lambda: service.tokens,
-                 max_body=service.config.limits.max_body_bytes, metrics=service.metrics)
+                 max_body=service.config.limits.max_body_bytes, metrics=service.metrics,
+                 public_metrics=service.config.public_metrics)
 
 
 def _on_sighup(service: Service) -> None:
     """Reload on SIGHUP, where this thread may install signal handlers (the main thread)."""
-    import asyncio
     import logging
 
     log = logging.getLogger("judge.serve")
@@ -146,12 +155,35 @@ def _describe(errors: Any) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _require_json(request: Request) -> None:
+    kind = _media_type(request)
+    if kind != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json, not {kind or 'without a type'}")
+
+
 async def _json(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "bad_request", "the JSON body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+
+
+def _validate(model: type[pydantic.BaseModel], data: Any, param: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise ApiError(400, "bad_request", _describe(error.errors()), param=param) from None
+    except RecursionError:
+        raise ApiError(400, "bad_request", "the JSON body is nested too deeply",
+                       param=param) from None
 
 
 def _token(request: Request) -> str | None:
@@ -174,20 +206,21 @@ def _routes(app: FastAPI, service: Service) -> None:
         openapi_extra=_body_schema(ModerationRequest),
     )
     async def moderations(request: Request, explain: bool = True) -> JSONResponse:
-        data = await _json(request)
-        try:
-            body = ModerationRequest.model_validate(data)
-        except pydantic.ValidationError as error:
-            raise ApiError(400, "bad_request", _describe(error.errors()), param="input") from None
-        if isinstance(data, dict) and "judge_explain" in data:
-            explain = _flag(data["judge_explain"])
-        images = await _moderation_images(body, service)
-        request_id, _, judged = await service.judge_images(
-            images, endpoint="moderations", token_name=_token(request), prefix="modr"
-        )
+        _require_json(request)
+        async with service.slot():
+            data = await _json(request)
+            body = _validate(ModerationRequest, data, "input")
+            if isinstance(data, dict) and "judge_explain" in data:
+                explain = _flag(data["judge_explain"])
+            images = await _moderation_images(body, service)
+            request_id, policy, judged = await service.judge_images(
+                images, endpoint="moderations", token_name=_token(request), prefix="modr"
+            )
+        categories = {rule.id: rule.category for rule in policy.lock.rules}
         results = [
             moderation_result(j.verdict, fail_closed=config.fail_closed, explain=explain,
-                              decision_id=j.decision_id, lock_hash=j.lock_hash)
+                              decision_id=j.decision_id, lock_hash=j.lock_hash,
+                              rule_categories=categories)
             for j in judged
         ]
         return JSONResponse({"id": request_id, "model": body.model or config.model_name,
@@ -201,10 +234,14 @@ def _routes(app: FastAPI, service: Service) -> None:
         openapi_extra=JUDGE_BODY_SCHEMA,
     )
     async def judge(request: Request) -> JSONResponse:
-        images, ids, explain, rules = await _native_inputs(request, service)
-        request_id, policy, judged = await service.judge_images(
-            images, endpoint="judge", token_name=_token(request), rules=rules, ids=ids
-        )
+        kind = _media_type(request)
+        if kind != "multipart/form-data":
+            _require_json(request)
+        async with service.slot():
+            images, ids, explain, rules = await _native_inputs(request, service, kind)
+            request_id, policy, judged = await service.judge_images(
+                images, endpoint="judge", token_name=_token(request), rules=rules, ids=ids
+            )
         return JSONResponse(native_response(request_id, policy, judged, explain=explain,
                                             fail_closed=config.fail_closed))
 
@@ -241,7 +278,8 @@ def _routes(app: FastAPI, service: Service) -> None:
             checks = [{"name": c["name"], "ok": c["ok"]} for c in checks]
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", summary="Prometheus metrics (a token unless --public-metrics)",
+             response_class=PlainTextResponse, responses={401: _ERROR})
     async def metrics() -> Response:
         return Response(service.metrics.render(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -295,26 +333,18 @@ async def _moderation_images(body: ModerationRequest, service: Service) -> list[
 
 async def _from_url(url: str, service: Service, param: str) -> ImageBytes:
     if url[:5].lower() == "data:":
-        return from_data_url(url, service.config.limits, param)
+        return await asyncio.to_thread(from_data_url, url, service.config.limits, param)
     return await fetch_remote(url, service.config.remote, service.config.limits, param)
 
 
 async def _native_inputs(
-    request: Request, service: Service
+    request: Request, service: Service, kind: str
 ) -> tuple[list[ImageBytes], list[str | None], bool, list[str] | None]:
     """(images, ids, explain, rule subset) from a JSON or a multipart body."""
     limits = service.config.limits
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         return await _multipart(request, service)
-    if kind not in ("application/json", ""):
-        raise ApiError(415 if kind else 400, "unsupported_media_type",
-                       f"send application/json or multipart/form-data, not {kind}")
-    data = await _json(request)
-    try:
-        body = JudgeRequest.model_validate(data)
-    except pydantic.ValidationError as error:
-        raise ApiError(400, "bad_request", _describe(error.errors()), param="images") from None
+    body = _validate(JudgeRequest, await _json(request), "images")
     if not body.images:
         raise ApiError(400, "bad_request", "images is empty", param="images")
     if len(body.images) > limits.max_images:
@@ -327,7 +357,7 @@ async def _native_inputs(
             raise ApiError(400, "bad_request", f"{param}: give exactly one of data (base64) "
                            "and url", param=param)
         if item.data is not None:
-            images.append(from_base64(item.data, limits, param))
+            images.append(await asyncio.to_thread(from_base64, item.data, limits, param))
         else:
             images.append(await _from_url(str(item.url), service, param))
         ids.append(item.id)
@@ -357,7 +387,8 @@ async def _multipart(
                     raise ApiError(413, "too_many_images", "more images than the limit of "
                                    f"{limits.max_images}", param=key)
                 data = await value.read(limits.max_image_bytes + 1)
-                images.append(check_bytes(data, limits, f"{key}[{len(images)}]", "upload"))
+                images.append(await asyncio.to_thread(
+                    check_bytes, data, limits, f"{key}[{len(images)}]", "upload"))
                 ids.append(value.filename or None)
             elif key == "explain":
                 explain = _flag(value)

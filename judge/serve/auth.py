@@ -1,10 +1,15 @@
 """Bearer tokens: where they come from, and how a request's token is checked.
 
 Tokens come from `--tokens-file FILE` (one per line) or `JUDGE_SERVE_TOKENS` (separated by
-commas). Each is `TOKEN` or `NAME:TOKEN`; the name (letters, digits, `._-`) goes into the
-audit log instead of the token, and an unnamed token is logged as `token-<8 hex of its
-sha256>`, which tells tokens apart without revealing one. Blank lines and lines starting
-with `#` are skipped.
+commas). Each is `TOKEN`, `NAME:TOKEN` or `NAME:TOKEN:ROLE`; the name (letters, digits,
+`._-`) goes into the audit log instead of the token, and an unnamed token is logged as
+`token-<8 hex of its sha256>`, which tells tokens apart without revealing one. Blank lines
+and lines starting with `#` are skipped.
+
+The role is `user` (the default: judge images, read the policy and the metrics) or
+`admin` (also reload the policy). A third field that is not a role is refused rather than
+read as part of the token, so a typo never leaves an operator with a user token that they
+think is an admin one.
 
 A presented token is compared with every known token in constant time (`hmac.compare_digest`
 over sha256 digests, so lengths never differ), and the loop never stops early: how long a
@@ -25,6 +30,7 @@ from pathlib import Path
 from judge.errors import InputError
 
 ENV_VAR = "JUDGE_SERVE_TOKENS"
+ROLES = ("user", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -34,9 +40,10 @@ def _digest(token: str) -> bytes:
 
 @dataclass(frozen=True)
 class Tokens:
-    """The accepted tokens, kept as (name, sha256 digest) pairs only."""
+    """The accepted tokens, kept as (name, sha256 digest) pairs only, and each name's role."""
 
     entries: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    roles: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def enabled(self) -> bool:
@@ -48,6 +55,10 @@ class Tokens:
 
     def __repr__(self) -> str:
         return f"Tokens(names={self.names!r})"
+
+    def role(self, name: str | None) -> str:
+        """The role of the token named `name` ("user" unless the file says "admin")."""
+        return self.roles.get(name or "", "user")
 
     def check(self, presented: str | None) -> str | None:
         """The name of the token presented, or None if it is not one of ours."""
@@ -63,16 +74,27 @@ class Tokens:
 
     @classmethod
     def parse(cls, items: Iterable[str], where: str) -> Tokens:
-        """Tokens from `TOKEN` / `NAME:TOKEN` items; `where` names the source in errors."""
+        """Tokens from `TOKEN` / `NAME:TOKEN` / `NAME:TOKEN:ROLE` items; `where` names the
+        source in errors."""
         entries: list[tuple[str, bytes]] = []
+        roles: dict[str, str] = {}
         names: set[str] = set()
         for number, raw in enumerate(items, 1):
             item = raw.strip()
             if not item or item.startswith("#"):
                 continue
             name, sep, token = item.partition(":")
+            role = "user"
             if not sep or not _NAME.match(name):
                 name, token = "", item
+            elif ":" in token:
+                token, _, role = token.rpartition(":")
+                role = role.strip().lower()
+                if role not in ROLES:
+                    raise InputError(
+                        f"{where}: token {number} has the role {role!r}; a role is one of "
+                        f"{', '.join(ROLES)} (NAME:TOKEN:ROLE; tokens hold no ':')"
+                    )
             token = token.strip()
             if len(token) < 8:
                 raise InputError(
@@ -85,9 +107,10 @@ class Tokens:
                 raise InputError(f"{where}: the token name {name!r} is used twice")
             names.add(name)
             entries.append((name, _digest(token)))
+            roles[name] = role
         if not entries:
             raise InputError(f"{where}: no token found")
-        return cls(tuple(entries))
+        return cls(tuple(entries), roles)
 
 
 def load_tokens(path: Path | None = None, env: str | None = None) -> Tokens:

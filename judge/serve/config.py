@@ -20,7 +20,9 @@ class Limits:
     Attributes:
         max_body_bytes: the largest request body (413 beyond it).
         max_image_bytes: the largest single image, decoded from base64 or fetched (413).
-        max_pixels: the largest width x height of an image, read from its header (413).
+        max_pixels: the largest width x height of any frame of an image, and of the canvas a
+            frame makes the decoder allocate, read from the file's structure before any
+            pixel is decoded (413).
         max_images: the most images in one request (413).
         max_concurrent: requests judged at once.
         max_queue: requests waiting for a slot; one more is answered 429 with Retry-After.
@@ -46,13 +48,21 @@ class RemoteImages:
     Attributes:
         allow_hosts: host names (exact, or "*.example.com" for its subdomains) that may be
             fetched; empty means remote URLs are refused.
-        timeout_s: connect and read timeout of one fetch, and the limit on the whole fetch.
-        max_bytes: the largest body fetched (the fetch stops reading beyond it).
+        timeout_s: connect and read timeout of one fetch, and the limit on the whole fetch
+            (the name lookup included).
+        max_bytes: the largest body fetched, counted in raw bytes as they arrive (the
+            fetch asks for no content encoding and stops reading beyond it).
+        allow_ports: the ports a URL may name (80 and 443 unless configured).
+        allow_private: fetch from addresses that are not public (loopback, private,
+            link-local, multicast, reserved): off, since an allowed name may resolve to
+            one inside the network.
     """
 
     allow_hosts: tuple[str, ...] = ()
     timeout_s: float = 5.0
     max_bytes: int = 16 * 1024 * 1024
+    allow_ports: tuple[int, ...] = (80, 443)
+    allow_private: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -76,8 +86,8 @@ class ServeConfig:
 
     Attributes:
         constitution: the policy file (its lock beside it), re-read on reload.
-        tokens: the bearer tokens; empty means no authentication (loopback use only,
-            and the command refuses it on other addresses unless told).
+        tokens: the bearer tokens, each with a role; empty means no authentication
+            (loopback use only, and the command refuses it on other addresses unless told).
         tokens_file: where `tokens` came from, re-read on every reload (so tokens can be
             rotated without a restart); None: they do not change.
         limits: request and load limits.
@@ -92,6 +102,8 @@ class ServeConfig:
             client's or load balancer's idle time, so the service never closes a
             connection just as a client sends on it (the client would see the request
             fail without an answer); uvicorn's default is 5 s.
+        public_metrics: serve /metrics without a token (it names the policy, its lock
+            hash and per-rule counts, so by default it needs one).
     """
 
     constitution: Path
@@ -105,3 +117,4 @@ class ServeConfig:
     model_name: str = "judge-clue"
     ready_check_s: float = 30.0
     keep_alive_s: int = 75
+    public_metrics: bool = False

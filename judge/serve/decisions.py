@@ -3,8 +3,10 @@
 Who asked (the token's name, never the token), what was judged (the image's sha256; its
 bytes only with `--log-images`), under which policy (the lock hash), what came out (the
 outcome, flagged or not and why), and how long each stage took. The Judge also writes
-its full verdict to the store's `decisions` table under the same image id
-(`<request id>/<index>`), so the two join.
+its full verdict to the store's `decisions` table under the same image id, so the two
+join. That id is always the service's own, `<request id>/<index>`; the name a caller gave
+an image goes into its own column, `caller_image_id`, so no caller can make a row look
+like, or join with, another request's image.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _MIGRATIONS = (
     CREATE INDEX serve_decisions_sha ON serve_decisions (image_sha256);
     CREATE INDEX serve_decisions_request ON serve_decisions (request_id);
     """,
+    # 2: the caller's name for an image, apart from the service's id.
+    "ALTER TABLE serve_decisions ADD COLUMN caller_image_id TEXT;",
 )
 
 
@@ -50,6 +54,7 @@ class DecisionLog:
         *,
         request_id: str,
         image_id: str,
+        caller_image_id: str | None = None,
         endpoint: str,
         token_name: str | None,
         sha256: str,
@@ -64,11 +69,13 @@ class DecisionLog:
         decision_id = uuid.uuid4().hex
         with self.store.transaction() as db:
             db.execute(
-                "INSERT INTO serve_decisions (id, created_at, request_id, image_id, endpoint, "
-                "token_name, image_sha256, lock_hash, outcome, flagged, reason, violated, "
-                "undecided, timings, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO serve_decisions (id, created_at, request_id, image_id, "
+                "caller_image_id, endpoint, token_name, image_sha256, lock_hash, outcome, "
+                "flagged, reason, violated, undecided, timings, image) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    decision_id, time.time(), request_id, image_id, endpoint, token_name,
+                    decision_id, time.time(), request_id, image_id, caller_image_id,
+                    endpoint, token_name,
                     sha256, lock_hash, verdict.outcome, int(flagged), reason,
                     json.dumps(list(verdict.violated)), json.dumps(list(verdict.undecided)),
                     json.dumps(timings, sort_keys=True),
@@ -79,12 +86,13 @@ class DecisionLog:
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.store.query(
-            "SELECT id, created_at, request_id, image_id, endpoint, token_name, image_sha256, "
-            "lock_hash, outcome, flagged, reason, violated, undecided, timings, image IS NOT NULL "
-            "FROM serve_decisions ORDER BY created_at DESC LIMIT ?",
+            "SELECT id, created_at, request_id, image_id, caller_image_id, endpoint, token_name, "
+            "image_sha256, lock_hash, outcome, flagged, reason, violated, undecided, timings, "
+            "image IS NOT NULL FROM serve_decisions ORDER BY created_at DESC LIMIT ?",
             (limit,),
         )
-        keys = ("id", "created_at", "request_id", "image_id", "endpoint", "token_name",
+        keys = ("id", "created_at", "request_id", "image_id", "caller_image_id", "endpoint",
+                "token_name",
                 "image_sha256", "lock_hash", "outcome", "flagged", "reason", "violated",
                 "undecided", "timings", "has_image")
         out = []

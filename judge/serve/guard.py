@@ -3,8 +3,11 @@ settled before a byte of the body is read, and the per-request metrics.
 
 Authentication runs here rather than in a route dependency because FastAPI reads and
 parses a body before its dependencies run: an unauthenticated caller could otherwise make
-the service read and parse up to the body limit. Open paths (health, readiness, metrics,
-the OpenAPI document) need no token; everything under /v1/ does.
+the service read and parse up to the body limit. Open paths (health, readiness, the
+OpenAPI document) need no token; everything under /v1/ does, and /metrics too unless the
+service was told to open it (it names the policy, its lock hash and per-rule counts).
+Reloading the policy needs an admin token (403 for a user token). Without tokens at all
+(a loopback service) every caller may do everything.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs",
                         "/docs/oauth2-redirect", "/redoc"})
-KNOWN = frozenset({*OPEN_PATHS, "/v1/moderations", "/v1/judge", "/v1/policy",
+ADMIN_PATHS = frozenset({"/v1/policy/reload"})
+KNOWN = frozenset({*OPEN_PATHS, "/metrics", "/v1/moderations", "/v1/judge", "/v1/policy",
                    "/v1/policy/reload"})
 
 
@@ -39,10 +43,12 @@ async def send_error(send: Send, error: ApiError) -> None:
 
 class Guard:
     def __init__(
-        self, app: ASGIApp, *, tokens: Callable[[], Tokens], max_body: int, metrics: Any
+        self, app: ASGIApp, *, tokens: Callable[[], Tokens], max_body: int, metrics: Any,
+        public_metrics: bool = False,
     ) -> None:
         # `tokens` is read per request: a reload may replace them.
         self.app, self.tokens, self.max_body, self.metrics = app, tokens, max_body, metrics
+        self.open_paths = OPEN_PATHS | ({"/metrics"} if public_metrics else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,7 +74,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         tokens = self.tokens()
-        if tokens.enabled and path not in OPEN_PATHS:
+        if tokens.enabled and path not in self.open_paths:
             name = tokens.check(bearer(headers.get("authorization")))
             if name is None:
                 self.metrics.rejected.labels("unauthorized").inc()
@@ -76,6 +82,13 @@ class Guard:
                     401, "unauthorized",
                     "a valid bearer token is required (Authorization: Bearer TOKEN)",
                     headers={"WWW-Authenticate": "Bearer"},
+                ))
+                return
+            if path in ADMIN_PATHS and tokens.role(name) != "admin":
+                self.metrics.rejected.labels("forbidden").inc()
+                await send_error(send, ApiError(
+                    403, "forbidden", f"{path} needs a token with the admin role; the token "
+                    f"{name!r} has the role {tokens.role(name)!r}",
                 ))
                 return
             scope.setdefault("state", {})["token_name"] = name

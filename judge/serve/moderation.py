@@ -5,8 +5,15 @@ A result per input image:
 * `flagged`: the image violates a rule; or a rule is undecided and the service fails
   closed (the default), in which case `judge.flagged_reason` says so. An image is never
   reported safe because the model could not answer.
-* `categories`: rule id -> bool. The keys are the policy's rule ids, not OpenAI's
-  thirteen categories. A rule is true when violated, and when undecided under fail-closed.
+* `categories`: rule id -> bool, and OpenAI's category -> bool for each of OpenAI's
+  thirteen moderation categories (`OPENAI_CATEGORIES`: "sexual", "violence/graphic", ...)
+  that some rule names as its `category`. A rule is true when violated, and when
+  undecided under fail-closed (as `flagged`: an undecided rule never reads as clean
+  unless the service fails open). A category is true when any of its rules is true. A
+  category that no rule of the policy names is absent (the `openai` client reads it as
+  None): the policy does not judge it, and absence says so rather than a false "clean".
+  Where a rule id is itself one of OpenAI's category names, the category's value is the
+  one under that key (the rule's own outcome is in `judge.rules`).
 * `category_scores`: rule id -> a number in [0, 1]: the model's M(x, c) = P(Yes) / (P(Yes) +
   P(No)) for the decisive precondition (the one that settled the rule: the first not met,
   the last met, or the first undecided), taking the highest M among its alternatives.
@@ -15,7 +22,8 @@ A result per input image:
   skipped, and for an undecided rule 1.0 under fail-closed and 0.0 under fail-open. M is
   the raw model score: the decision uses it debiased (M minus the language prior), so a
   high M can go with a rule that is not violated; the evidence in `judge.rules` has both.
-* `category_applied_input_types`: rule id -> ["image"].
+  A category's score is the highest score among its rules.
+* `category_applied_input_types`: rule id (and each covered category) -> ["image"].
 * `judge`: the extension: outcome ("safe", "unsafe", "undecided"), the image's sha256,
   the policy's lock hash, violated and undecided rule ids, each rule's outcome with its
   reason and (with `explain`) its per-precondition evidence, and the decision id.
@@ -23,9 +31,17 @@ A result per input image:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: OpenAI's moderation categories, as its API spells the keys of `categories`.
+OPENAI_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+    "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+    "sexual/minors", "violence", "violence/graphic",
+)
 
 # ---- schemas (for the OpenAPI document; responses are built as plain dicts) --------------
 
@@ -146,22 +162,45 @@ def rule_results(verdict: Any, fail_closed: bool, explain: bool) -> list[dict[st
     return out
 
 
+def openai_category(category: str | None) -> str | None:
+    """The OpenAI moderation category a rule's `category` names, or None."""
+    name = (category or "").strip().lower()
+    return name if name in OPENAI_CATEGORIES else None
+
+
 def moderation_result(
-    verdict: Any, *, fail_closed: bool, explain: bool, decision_id: str, lock_hash: str
+    verdict: Any,
+    *,
+    fail_closed: bool,
+    explain: bool,
+    decision_id: str,
+    lock_hash: str,
+    rule_categories: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """One moderation result for one judged image."""
+    """One moderation result for one judged image; `rule_categories` maps rule ids to
+    their `category` (the policy's), to fill OpenAI's category keys."""
     flagged, why = flag(verdict, fail_closed)
     rules = rule_results(verdict, fail_closed, explain)
     categories = {
         r["rule_id"]: r["outcome"] == "violated" or (r["outcome"] == "undecided" and fail_closed)
         for r in rules
     }
+    scores = {r["rule_id"]: r["score"] for r in rules}
+    grouped: dict[str, list[str]] = {}
+    for r in rules:
+        name = openai_category((rule_categories or {}).get(r["rule_id"]))
+        if name is not None:
+            grouped.setdefault(name, []).append(r["rule_id"])
+    rule_on, rule_score = dict(categories), dict(scores)  # before a category replaces a key
+    for name, members in grouped.items():
+        categories[name] = any(rule_on[m] for m in members)
+        scores[name] = max(rule_score[m] for m in members)
     timings = dict(verdict.run.timings) if verdict.run is not None else {}
     return {
         "flagged": flagged,
         "categories": categories,
-        "category_scores": {r["rule_id"]: r["score"] for r in rules},
-        "category_applied_input_types": {r["rule_id"]: ["image"] for r in rules},
+        "category_scores": scores,
+        "category_applied_input_types": {key: ["image"] for key in categories},
         "judge": {
             "outcome": verdict.outcome,
             "flagged_reason": why,

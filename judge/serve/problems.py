@@ -6,9 +6,12 @@ Every refusal names its reason; none carries a traceback.
 
     status  code                       when
     400     text_input / bad_request   text parts, a malformed body
+    400     bad_url, remote_urls_off, host_not_allowed, port_not_allowed
     401     unauthorized               no token, or not one of ours
-    404     unknown_rule               a rule subset names a rule the policy lacks
+    403     forbidden                  a user token asks for what needs the admin role
     413     body_too_large, image_too_large, too_many_pixels, too_many_images
+    415     unsupported_media_type     a body that is not application/json (or multipart)
+    422     unknown_rule, empty_rules  a rule subset names a rule the policy lacks, or none
     422     bad_image, fetch_failed    an image that cannot be read or fetched
     429     queue_full                 with Retry-After
     503     not_ready                  no policy loaded yet (or the service is stopping)
@@ -39,6 +42,7 @@ class ApiError(Exception):
     def kind(self) -> str:
         return {
             401: "authentication_error",
+            403: "permission_error",
             429: "rate_limit_error",
             503: "service_unavailable",
         }.get(self.status, "invalid_request_error")

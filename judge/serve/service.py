@@ -1,10 +1,16 @@
 """The service's state and the judging path both endpoints share.
 
 `Service` holds what lives as long as the process: the config, the shared back end and
-store, the policy holder, admission control, metrics and the decision log. `judge_images`
-is the one way images are judged: take a slot (or 429), take the active policy (a reload
-during the request does not change it), judge every image at once with a timeout each,
-log each decision, count it.
+store, the policy holder, admission control, metrics and the decision log.
+
+A request does all its work inside one slot (`Service.slot`, or 429 when the queue is
+full): its body is read and parsed, its remote images fetched, its images checked,
+decoded and judged there, so `--max-concurrent` bounds all of it. The slot is given back
+when the last thread the request started has returned (judge/serve/work.py), which may be
+after the answer when a decode outlived the timeout. `judge_images` is the one way images
+are judged: take the active policy (a reload during the request does not change it),
+judge every image at once with a timeout each (at the timeout the image's tasks are
+cancelled, so no model call is made for it any more), log each decision, count it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +32,7 @@ from judge.serve.metrics import Metrics
 from judge.serve.moderation import flag, restrict
 from judge.serve.policy import ActivePolicy, ModelOptions, PolicyHolder
 from judge.serve.problems import ApiError
+from judge.serve.work import track, untrack
 
 
 @dataclass
@@ -61,6 +70,30 @@ def _cause(verdict: Any) -> str | None:
     if "model failure" in reasons:
         return "model_failure"
     return "uncertain"
+
+
+def check_rules(rules: list[str], known: list[str]) -> None:
+    """Refuse a rule subset that is empty or names a rule the policy lacks: an empty
+    subset would judge nothing and answer "safe" for any image.
+
+    Raises:
+        ApiError: 422 `empty_rules` or `unknown_rule`.
+    """
+    if not rules:
+        raise ApiError(
+            422, "empty_rules",
+            "the rule subset is empty, so nothing would be judged; name at least one rule "
+            f"id, or leave rules out to judge every rule (the policy's rules: "
+            f"{', '.join(known)})",
+            param="rules",
+        )
+    unknown = sorted(set(rules) - set(known))
+    if unknown:
+        raise ApiError(
+            422, "unknown_rule",
+            f"the policy has no rule(s) {', '.join(unknown)}; its rules: {', '.join(known)}",
+            param="rules",
+        )
 
 
 class Service:
@@ -125,6 +158,22 @@ class Service:
         self.tokens = fresh  # one assignment: a request sees the old set or the new
         return f"; {len(fresh.names)} token(s) read from {path.name}"
 
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one judging slot for the body of the `async with`: a whole request. The
+        slot is released once every thread started inside has returned.
+
+        Raises:
+            ApiError: 429 when every slot is busy and the queue is full.
+        """
+        await self.admission.acquire()
+        work, token = track()
+        try:
+            yield
+        finally:
+            untrack(token)
+            work.when_done(self.admission.release)
+
     async def judge_images(
         self,
         images: list[ImageBytes],
@@ -136,33 +185,26 @@ class Service:
         prefix: str = "req",
     ) -> tuple[str, ActivePolicy, list[Judged]]:
         """Judge `images` under one policy; (request id, that policy, one Judged each).
+        Call it inside `slot()`.
 
         Raises:
-            ApiError: 429 (queue full), 503 (no policy), 422 (an unknown rule id, or an
-                image that could not be decoded).
+            ApiError: 503 (no policy), 422 (an empty rule subset, an unknown rule id, or
+                an image that could not be decoded).
         """
         request_id = f"{prefix}-{uuid.uuid4().hex}"
-        async with self.admission.slot():
-            policy = self.policy()
-            if rules is not None:
-                unknown = sorted(set(rules) - set(policy.rule_ids))
-                if unknown:
-                    raise ApiError(
-                        422, "unknown_rule",
-                        f"the policy has no rule(s) {', '.join(unknown)}; its rules: "
-                        f"{', '.join(policy.rule_ids)}",
-                        param="rules",
-                    )
-            policy.in_flight += 1
-            try:
-                names = ids or [None] * len(images)
-                judged = await asyncio.gather(*(
-                    self._one(policy, request_id, index, image, names[index], endpoint,
-                              token_name, rules)
-                    for index, image in enumerate(images)
-                ))
-            finally:
-                policy.in_flight -= 1
+        policy = self.policy()
+        if rules is not None:
+            check_rules(rules, policy.rule_ids)
+        policy.in_flight += 1
+        try:
+            names = ids or [None] * len(images)
+            judged = await asyncio.gather(*(
+                self._one(policy, request_id, index, image, names[index], endpoint,
+                          token_name, rules)
+                for index, image in enumerate(images)
+            ))
+        finally:
+            policy.in_flight -= 1
         broken = [
             (i, j.verdict.error) for i, j in enumerate(judged) if j.verdict.outcome == "error"
         ]
@@ -184,7 +226,9 @@ class Service:
         token_name: str | None,
         rules: list[str] | None,
     ) -> Judged:
-        image_id = name or f"{request_id}/{index}"
+        # The Judge and both logs see the generated id, never the caller's: a caller's name
+        # cannot pose as another request's image. The answer shows the caller's name.
+        image_id = f"{request_id}/{index}"
         timeout = self.config.limits.request_timeout_s
         started = time.perf_counter()
         try:
@@ -207,16 +251,19 @@ class Service:
         total = time.perf_counter() - started
         if rules is not None:
             verdict = restrict(verdict, rules)
+        logged = verdict
+        if name is not None:
+            verdict = verdict.model_copy(update={"image_id": name})
         flagged, reason = flag(verdict, self.config.fail_closed)
         timings = dict(verdict.run.timings) if verdict.run is not None else {}
         timings["total"] = total
         try:
             decision_id = await asyncio.to_thread(
                 self.log.record,
-                request_id=request_id, image_id=image_id, endpoint=endpoint,
-                token_name=token_name, sha256=image.sha256, lock_hash=policy.lock_hash,
-                verdict=verdict, flagged=flagged, reason=reason, timings=timings,
-                image=image.data,
+                request_id=request_id, image_id=image_id, caller_image_id=name,
+                endpoint=endpoint, token_name=token_name, sha256=image.sha256,
+                lock_hash=policy.lock_hash, verdict=logged, flagged=flagged, reason=reason,
+                timings=timings, image=image.data,
             )
         except Exception as error:  # a full disk must not turn a verdict into a 500
             logging.getLogger("judge.serve").error("could not log a decision: %s", error)
