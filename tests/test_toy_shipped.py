@@ -20,12 +20,29 @@ from judge.toy import build
 
 
 def test_the_shipped_models_are_built_from_the_current_recipe() -> None:
+    """The recipe's code, prompts and rules, and the pinned library versions, are the ones
+    the shipped models were built from."""
     shipped = build.shipped_report()
     assert shipped is not None, f"no shipped toy models in {build.SHIPPED}: {build.REBUILD_HINT}"
-    now = build.recipe_hash(0)
-    assert shipped["recipe_hash"] == now, (
+    hint = f"{build.REBUILD_HINT[0].upper()}{build.REBUILD_HINT[1:]}."
+    now = build.recipe_hash(0, versions=False)
+    assert shipped["source_hash"] == now, (
         f"the toy recipe changed: its hash is now {now}, the shipped models were built from "
-        f"{shipped['recipe_hash']}. {build.REBUILD_HINT[0].upper()}{build.REBUILD_HINT[1:]}.")
+        f"{shipped['source_hash']}. {hint}")
+    assert shipped["recipe_hash"] == build.recipe_hash(0), (
+        "torch, transformers or tokenizers is not the version the shipped models were built "
+        f"with (scripts/setup.sh pins them). {hint}")
+
+
+def test_the_recipe_hash_reads_code_not_comments() -> None:
+    source = (Path(build.__file__).with_name("train_vlm.py")).read_text()
+    reworded = source.replace('"""Train the tiny VLM', '"""Train the little VLM', 1)
+    commented = source.replace("PULLED_C = 0.5", "PULLED_C = 0.5  # a comment", 1)
+    changed = source.replace("PULLED_C = 0.5", "PULLED_C = 0.6", 1)
+    assert len({reworded, commented, changed, source}) == 4
+    code = build.code_only(source)
+    assert build.code_only(reworded) == code == build.code_only(commented)
+    assert build.code_only(changed) != code
 
 
 def test_the_shipped_files_are_the_recorded_ones() -> None:

@@ -33,15 +33,18 @@ each model's sha256 is checked against the one recorded for its recipe in
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime as _dt
 import fcntl
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
 import time
+import tokenize
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,10 +116,13 @@ def _recipes(seed: int = 0) -> dict[str, Any]:
             "owl": asdict(OwlRecipe(seed=seed))}
 
 
-def recipe_hash(seed: int = 0) -> str:
-    """Hash of the recipes (with `seed`), the toy modules' source, the trained prompts, the
-    toy constitution's rules and the library versions."""
-    return _hash(_recipes(seed), _TOY_MODULES, TRAINED_PROMPTS)
+def recipe_hash(seed: int = 0, versions: bool = True) -> str:
+    """Hash of the recipes (with `seed`), the toy modules' code (`code_only`), the trained
+    prompts, the toy constitution's rules and, unless `versions` is false, the versions of
+    torch, transformers and tokenizers. With them it keys the build cache and the recorded
+    sha256 (what this recipe gives with these libraries); without them it says whether the
+    shipped models are still this recipe's, on any installation."""
+    return _hash(_recipes(seed), _TOY_MODULES, TRAINED_PROMPTS, versions)
 
 
 def towers_hash(seed: int = 0) -> str:
@@ -126,8 +132,28 @@ def towers_hash(seed: int = 0) -> str:
     return _hash(recipes, _TOWER_MODULES, ())
 
 
+def code_only(source: str) -> str:
+    """A module's source without its comments, docstrings and blank lines: what can change
+    the weights. A reworded comment then keeps the recipe hash (and the shipped models)."""
+    tree = ast.parse(source)
+    dropped: set[int] = set()
+    scopes = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+    for node in ast.walk(tree):
+        first = node.body[0] if isinstance(node, scopes) and node.body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                and isinstance(first.value.value, str):
+            dropped.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    lines = source.splitlines()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            row, col = token.start
+            lines[row - 1] = lines[row - 1][:col]
+    return "\n".join(line.rstrip() for number, line in enumerate(lines, 1)
+                     if number not in dropped and line.strip())
+
+
 def _hash(recipes: dict[str, Any], modules: tuple[str, ...], trained_prompts: tuple[str, ...],
-          ) -> str:
+          versions: bool = True, here: Path | None = None) -> str:
     import tokenizers
     import torch
     import transformers
@@ -136,9 +162,9 @@ def _hash(recipes: dict[str, Any], modules: tuple[str, ...], trained_prompts: tu
 
     h = hashlib.sha256()
     h.update(json.dumps(recipes, sort_keys=True).encode())
-    here = Path(__file__).resolve().parent
+    here = here or Path(__file__).resolve().parent
     for name in modules:
-        h.update(name.encode() + (here / name).read_bytes())
+        h.update(name.encode() + code_only((here / name).read_text(encoding="utf-8")).encode())
     for name in trained_prompts:
         h.update(name.encode() + (data_dir("prompts") / f"{name}.j2").read_bytes())
     # The rules' wording is in the baselines' questions, and their chains decide which
@@ -146,7 +172,9 @@ def _hash(recipes: dict[str, Any], modules: tuple[str, ...], trained_prompts: tu
     rules = [[r.id, r.text, r.enabled, [p.model_dump() for p in r.preconditions or []]]
              for r in toy_constitution().rules]
     h.update(json.dumps(rules, sort_keys=True).encode())
-    h.update(f"{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}".encode())
+    if versions:
+        h.update(f"{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}"
+                 .encode())
     return h.hexdigest()[:16]
 
 
@@ -328,10 +356,11 @@ def verify_shipped(shipped: Path = SHIPPED) -> ToyModels:
     key = str(report["recipe_hash"])
     models = ToyModels(shipped / "vlm", shipped / "clip", shipped / "owlv2", shipped, key, 0)
     _check_shipped_files(shipped, key)
-    if key != recipe_hash(0):
+    now = recipe_hash(0, versions=False)
+    if report.get("source_hash") != now:
         raise ToyModelsError(
-            f"the toy recipe changed (its hash is now {recipe_hash(0)}; the shipped models "
-            f"were built from {key}): {REBUILD_HINT}")
+            f"the toy recipe changed (its hash is now {now}; the shipped models were built "
+            f"from {report.get('source_hash')}): {REBUILD_HINT}")
     return models
 
 
@@ -360,7 +389,7 @@ def ensure_toy_models(log: Callable[[str], None] | None = None, seed: int = 0) -
     if seed == 0:
         report = shipped_report()
         cached = _cached(0)
-        if report is not None and report["recipe_hash"] == recipe_hash(0):
+        if report is not None and report.get("source_hash") == recipe_hash(0, versions=False):
             return verify_shipped()
         if cached is not None:  # a developer's build of a changed recipe
             return cached
@@ -391,6 +420,7 @@ def build_from_recipe(seed: int = 0, log: Callable[[str], None] | None = None,
         tmp.mkdir(parents=True)
         report = train_all(tmp, seed=seed, log=log or (lambda _s: None), use_towers=not fresh)
         report["recipe_hash"] = key
+        report["source_hash"] = recipe_hash(seed, versions=False)
         report["seed"] = seed
         report |= check_hashes(tmp, key)
         report["files"] = file_hashes(tmp)
@@ -405,8 +435,11 @@ def ship(models: ToyModels, shipped: Path = SHIPPED) -> Path:
     their sha256 for its recipe in `expected.json`."""
     if models.seed != 0:
         raise ToyModelsError("only seed 0's models ship with judge")
+    if models.recipe_hash != recipe_hash(0):
+        raise ToyModelsError(f"{models.root} was not built from the current recipe")
     report = json.loads((models.root / _DONE).read_text(encoding="utf-8"))
-    report["files"] = file_hashes(models.root)
+    report |= {"recipe_hash": models.recipe_hash, "source_hash": recipe_hash(0, versions=False),
+               "files": file_hashes(models.root)}
     tmp = shipped.with_name(f"{shipped.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for name in _MODELS:
