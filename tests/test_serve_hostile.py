@@ -234,6 +234,36 @@ def test_a_timed_out_request_holds_its_slot_until_its_threads_end(
         running.server.stop()
 
 
+def test_an_in_process_model_computes_nothing_for_a_caller_that_gave_up() -> None:
+    """In-process back ends batch their callers' queries in one worker thread: a query
+    whose request timed out (its future cancelled) is dropped, not computed."""
+    from judge.models._batch import Coalescer
+
+    release = threading.Event()
+    computed: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        computed.append(list(items))
+        release.wait(60)
+        return items
+
+    async def scenario() -> None:
+        coalescer: Coalescer[int, int] = Coalescer(run, max_batch=1)
+        first = asyncio.ensure_future(coalescer.submit([1]))  # computed at once, held
+        while not computed:
+            await asyncio.sleep(0.01)
+        late = asyncio.ensure_future(coalescer.submit([2]))  # waits for the next batch
+        await asyncio.sleep(0)
+        late.cancel()  # its request timed out
+        release.set()
+        assert await first == [1]
+        while coalescer._running:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert computed == [[1]]
+
+
 def test_the_body_is_read_inside_the_slot(policy: Path, tmp_path: Path) -> None:
     """A full service refuses with 429 before it reads (and parses) a body."""
     backend = ThreadBackend()

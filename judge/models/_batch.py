@@ -58,6 +58,11 @@ class Coalescer(Generic[T, R]):
                     return
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
+            # A caller that gave up (cancelled at its timeout) needs no answer: compute
+            # nothing for it. Reading done() from this thread can only be late, never wrong.
+            batch = [entry for entry in batch if not entry[1].done()]
+            if not batch:
+                continue
             try:
                 results = self._run_batch([item for item, _, _ in batch])
                 if len(results) != len(batch):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -166,14 +167,41 @@ def _require_json(request: Request) -> None:
                        f"send the body as application/json, not {kind or 'without a type'}")
 
 
+# A JSON escape of a UTF-16 surrogate: only a body holding one can hold a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 async def _json(request: Request) -> Any:
     raw = await request.body()
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except RecursionError:
         raise ApiError(400, "bad_request", "the JSON body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(data):
+        # Valid JSON, but not text: it could be neither stored nor sent back as UTF-8.
+        raise ApiError(400, "bad_request", "the JSON body holds an unpaired UTF-16 "
+                       "surrogate escape (\\ud800-\\udfff), which is not text")
+    return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """Whether any string in `data` holds a surrogate (json.loads joins the pairs, so any
+    left is unpaired). A loop, not recursion: the body may be nested deeply."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _validate(model: type[pydantic.BaseModel], data: Any, param: str) -> Any:

@@ -22,6 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ApiError(Exception):
     """A refusal with an HTTP status, a stable code and a message for the caller."""
 
@@ -34,9 +38,13 @@ class ApiError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        # A message may quote the caller's input: no character may stop it being sent
+        # (a lone surrogate cannot be encoded as UTF-8).
+        message = _printable(message)
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-        self.param, self.headers = param, dict(headers or {})
+        self.param = None if param is None else _printable(param)
+        self.headers = dict(headers or {})
 
     @property
     def kind(self) -> str:
