@@ -13,6 +13,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from judge.images import (
     load_image,
     sniff_format,
 )
+from tests.test_cli_judge import world  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -515,6 +517,23 @@ def test_frames_within_the_limit_still_load() -> None:
     assert frame_sizes(jpeg_with_two_sizes((16, 16)), "JPEG") == [("image", (16, 16))]
     many = _animated("GIF", frames=50)
     assert frame_sizes(many, "GIF") == [("image", Image.open(io.BytesIO(many)).size)]
+
+
+@pytest.mark.parametrize("name", ["gif", "tiff"])
+def test_the_judge_command_refuses_hidden_pixels_with_exit_2(
+    name: str, world: dict[str, Any]  # noqa: F811  (the fixture imported above)
+) -> None:
+    """The CLI path (Judge -> load_image with its default 80 MP): a 1 x 1 GIF whose frame
+    is 9,000 x 9,000, and a 4 x 4 TIFF whose second page is 10,000 x 10,000."""
+    from tests.test_cli_judge import judge_cli
+
+    data = (gif_bigger_than_its_screen((9000, 9000)) if name == "gif"
+            else tiff_second_page(10_000, 10_000))
+    path = world["dir"] / f"hidden.{name}"
+    path.write_bytes(data)
+    result = judge_cli(world, str(path), "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "pixels, over the limit of 80,000,000" in result.stdout + result.stderr
 
 
 _SEEDS = {
