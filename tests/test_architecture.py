@@ -5,6 +5,9 @@ a lazy import is still an arrow, and a cycle through one is still a cycle.
 
 * models, vision, store and constitution sit below the engine: they never import it;
 * the engine never imports the commands, the CLI, bench or the toy package;
+* only the CLI imports the commands: no other package (batch, serve, evaluate, ...) does,
+  so what a command and a library share lives outside judge/commands/;
+* bench asks its questions through judge.queries, never by rendering prompts itself;
 * no module imports a private name (a module or name with a leading underscore) of
   another package: what a package offers the others is its public surface.
 """
@@ -28,7 +31,10 @@ FORBIDDEN = {
     "store": {"engine"},
     "constitution": {"engine"},
     "engine": {"commands", "cli", "bench", "toy"},
+    "bench": {"prompts"},
 }
+# The packages that may import the commands: the commands themselves and the CLI.
+COMMAND_USERS = {"commands", "cli"}
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,15 @@ def violations(root: Path) -> list[str]:
     for arrow in arrows(root):
         mine, theirs = _source_package(arrow.source), _package(arrow.target)
         here = f"{arrow.source}:{arrow.line}"
-        if theirs in FORBIDDEN.get(mine, set()):
+        forbidden = FORBIDDEN.get(mine, set()) | (
+            set() if mine in COMMAND_USERS else {"commands", "cli"}
+        )
+        if theirs in forbidden:
             problems.append(f"{here}: {mine} imports {arrow.target} ({theirs})")
         for name in arrow.names:
             # `from judge.engine import procedure` names a module: read it as one.
             full = f"{arrow.target}.{name}"
-            if _package(full) in FORBIDDEN.get(mine, set()) and theirs == "":
+            if _package(full) in forbidden and theirs == "":
                 problems.append(f"{here}: {mine} imports {full}")
         if mine == theirs or theirs == "":
             continue
@@ -117,7 +126,7 @@ def test_the_import_arrows_hold() -> None:
 def test_the_checker_sees_what_it_must(tmp_path: Path) -> None:
     """A planted breach of each kind is found, in a function body and relative form too."""
     package = tmp_path / "judge"
-    for folder in ("vision", "engine", "models"):
+    for folder in ("vision", "engine", "models", "batch", "bench"):
         (package / folder).mkdir(parents=True)
         (package / folder / "__init__.py").write_text("")
     (package / "__init__.py").write_text("")
@@ -129,6 +138,10 @@ def test_the_checker_sees_what_it_must(tmp_path: Path) -> None:
         "from judge.models._secret import read\nfrom judge.models.base import _hidden\n"
     )
     (package / "models" / "ok.py").write_text("from judge.models._secret import read\n")
+    (package / "batch" / "inputs.py").write_text(
+        "def f():\n    from judge.commands.judge_cmd import expand_inputs\n"
+    )
+    (package / "bench" / "run.py").write_text("from judge import prompts\n")
     found = "\n".join(violations(tmp_path))
     assert "judge/vision/boxes.py:2: vision imports judge.engine.verdict" in found
     assert "judge/engine/run.py:1: engine imports judge.toy" in found
@@ -136,6 +149,8 @@ def test_the_checker_sees_what_it_must(tmp_path: Path) -> None:
     assert "private _secret of judge.models._secret" in found
     assert "private _hidden of judge.models.base" in found
     assert "models/ok.py" not in found  # a package's own private modules are its own
+    assert "judge/batch/inputs.py:2: batch imports judge.commands.judge_cmd" in found
+    assert "judge/bench/run.py:1: bench imports judge.prompts" in found
 
 
 def test_the_checker_fails_on_the_tree_before_issue_17(tmp_path: Path) -> None:

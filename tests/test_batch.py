@@ -108,10 +108,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, toy_models: Any) -> dict[str
 def _options(world: dict[str, Any], out: Path, **kwargs: Any) -> Any:
     from judge.batch import ActorSpec, BatchOptions
     from judge.constitution import Constitution
+    from judge.models.options import ModelOptions
 
     spec = ActorSpec(
         lock=Constitution.load(world["policy"]).lock,
-        model="toy",
+        model_options=ModelOptions(model="toy"),
         store=str(world["root"] / "batch-store.sqlite3"),
         concurrency=8,
     )
@@ -239,11 +240,13 @@ def test_batch_actors_judge_through_a_server_fleet(
     """Actors that hold no model: each Judge talks to a fleet of (fake) replicas."""
     from judge.batch import ActorSpec, BatchOptions, run_batch
     from judge.constitution import Constitution
+    from judge.models.options import ModelOptions
 
     a, b = misbehaving_server(), misbehaving_server()
     spec = ActorSpec(
-        lock=Constitution.load(world["policy"]).lock, server=f"{a.url},{b.url}",
-        relevance="off", locator="off", store=str(tmp_path / "store.sqlite3"),
+        lock=Constitution.load(world["policy"]).lock,
+        model_options=ModelOptions(server=f"{a.url},{b.url}", relevance="off", locator="off"),
+        store=str(tmp_path / "store.sqlite3"),
     )
     images = [str(f) for f in world["files"][:8]]
     report = run_batch(BatchOptions(inputs=images, out=tmp_path / "fleet.parquet", spec=spec,

@@ -25,6 +25,7 @@ from PIL import Image
 from judge.batch import ActorSpec, BatchOptions, parse_retry, run_batch
 from judge.batch.output import lock_output
 from judge.errors import InputError
+from judge.models.options import ModelOptions
 from judge.models.scripted import ScriptedBackend
 from tests._batch_local import use_local_pipeline
 from tests.test_engine_decisions import make_lock, rule
@@ -40,8 +41,11 @@ def _png(path: Path, colour: tuple[int, int, int] = (220, 30, 30)) -> Path:
 
 
 def _options(tmp_path: Path, inputs: list[Path], backend: Any, **kwargs: Any) -> BatchOptions:
-    spec = ActorSpec(lock=make_lock(rule("no-red", "red")), backend=backend, relevance="off",
-                     locator="off", store=str(tmp_path / "store.sqlite3"))
+    spec = ActorSpec(
+        lock=make_lock(rule("no-red", "red")),
+        model_options=ModelOptions(backend=backend, relevance="off", locator="off"),
+        store=str(tmp_path / "store.sqlite3"),
+    )
     return BatchOptions(inputs=[str(p) for p in inputs], out=tmp_path / "out.parquet",
                         spec=spec, batch_size=2, progress=False, **kwargs)
 

@@ -16,25 +16,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from judge.errors import ImageError
+from judge.models.options import ModelOptions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ActorSpec:
-    """How each actor builds its `Judge`: `judge`'s model options, pickled to workers.
+    """How each actor builds its `Judge`: `judge`'s options, pickled to workers.
 
-    `lock` is the compiled constitution itself (workers need no policy file); `server` is
-    one URL or several comma-separated (a fleet); `thresholds` already loaded.
+    `lock` is the compiled constitution itself (workers need no policy file);
+    `model_options` the model, back end, server (one URL or several comma-separated: a
+    fleet), key, relevance scorer and locator, as for `judge`; `thresholds` already loaded.
     """
 
     lock: Any  # judge.constitution.schema.Lock
-    model: str | None = None
-    backend: str | None = None
-    server: str | None = None
-    api_key: str | None = None
-    relevance: str | None = None
-    locator: str | None = None
+    model_options: ModelOptions = field(default_factory=ModelOptions)
     thresholds: Any = None  # judge.thresholds.Thresholds
     options: Any = None  # judge.engine.procedure.JudgeOptions
     store: str | None = None
@@ -64,12 +61,7 @@ class JudgeActor:
         self.spec = spec
         self.judge = Judge(
             spec.lock,
-            model=spec.model,
-            backend=spec.backend,
-            server=spec.server,
-            api_key=spec.api_key,
-            relevance=spec.relevance,
-            locator=spec.locator,
+            **spec.model_options.judge_kwargs(),
             thresholds=spec.thresholds,
             options=spec.options,
             store=spec.store,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.errors import InputError
+from judge.inputs import expand_inputs
 
 # An image larger than this is an error row, not a worker out of memory.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -30,8 +31,6 @@ def discover(args: Sequence[str], *, allow_outside: bool = False) -> list[dict[s
         InputError: a folder or glob with no image, a bad manifest, a Parquet file with no
             `image` column.
     """
-    from judge.commands.judge_cmd import expand_inputs
-
     sources: list[dict[str, Any]] = []
     for arg in args:
         path = Path(arg)

@@ -46,9 +46,7 @@ def _hits(before: list[dict[str, float] | None], after: list[dict[str, float] | 
 async def run_fleet_section(bench: Any, servers: Sequence[str], n_images: int) -> None:
     """Add the fleet rows and summary to `bench.result` (a `judge.bench.run.Bench`)."""
     from judge.bench.run import _engine_pass, _outcomes, _ratio, reset_prefix_cache, scenes
-    from judge.engine.judge import Judge
     from judge.models.fleet import FleetBackend
-    from judge.store import Store
 
     cfg, res = bench.config, bench.result
     if len(servers) < 2:
@@ -56,17 +54,15 @@ async def run_fleet_section(bench: Any, servers: Sequence[str], n_images: int) -
                 "(or --sections fleet with no server, to start two local ones)")
         res.summary["fleet"] = "skipped"
         return
-    tmp = Path(bench._tmp.name)
+    served = bench.served_model  # the model to ask every replica for
 
     def judge_for(policy: str, backend: Any) -> Any:
-        return Judge(bench.lock, model=backend.model_id or "served", backend=backend,
-                     relevance=cfg.relevance, locator=cfg.locator, options=cfg.options,
-                     store=Store(tmp / f"fleet-{policy}.sqlite3"))
+        return bench.judge_on(backend, f"fleet-{policy}")
 
     # Warm-up through both replicas: kernels compile on first use, and the priors of the
     # statements are cached (in each pass's own store: computed again, the same way).
     bench.say(f"fleet: warming up {len(servers)} replicas")
-    warm_backend = FleetBackend(cfg.model, servers=servers, routing="round-robin",
+    warm_backend = FleetBackend(served, servers=servers, routing="round-robin",
                                 concurrency=cfg.backend_concurrency)
     warm = judge_for("warmup", warm_backend)
     try:
@@ -85,7 +81,7 @@ async def run_fleet_section(bench: Any, servers: Sequence[str], n_images: int) -
         if not all(resets):
             res.notes.append("fleet: a replica's prefix cache could not be reset (start it "
                              "with VLLM_SERVER_DEV_MODE=1); the passes share warm caches")
-        fleet = FleetBackend(cfg.model, servers=servers, routing=policy,  # type: ignore[arg-type]
+        fleet = FleetBackend(served, servers=servers, routing=policy,  # type: ignore[arg-type]
                              concurrency=cfg.backend_concurrency)
         backend = RecordingBackend(fleet)
         judge = judge_for(policy, backend)

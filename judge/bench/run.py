@@ -30,13 +30,14 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from PIL import Image
 
+from judge import queries
 from judge.bench.fleet import fleet_summary, run_fleet_section
 from judge.bench.naive import NaiveJudge, same_verdicts
 from judge.bench.probes import (
@@ -56,6 +57,7 @@ from judge.constitution.schema import Lock
 from judge.engine.verdict import Verdict
 from judge.errors import InputError
 from judge.models.base import Backend
+from judge.models.options import ModelOptions
 
 CACHE_TARGET = 0.80
 SPEEDUP_TARGET = 5.0
@@ -73,11 +75,11 @@ SEEDS = {"warmup": 900_000, "main": 100_000, "scaling": 200_000, "memory": 300_0
 class BenchConfig:
     """What one `judge bench` run measures, and against what."""
 
-    server: str  # base URL of the vLLM server (with or without /v1)
     constitution: str | Path | Lock
-    model: str | None = None  # the served model name; None: what the server serves
-    relevance: str | None = None  # as `Judge(relevance=...)`
-    locator: str | None = None  # as `Judge(locator=...)`
+    # `server`: the vLLM server's base URL (with or without /v1); `model`: what to ask it
+    # for (a registered name asks for its served name; None: what the server serves), and
+    # the relevance scorer and locator, as for `judge`.
+    model_options: ModelOptions = field(default_factory=ModelOptions)
     images: int = 24  # images judged by both the engine and the naive algorithm
     concurrency: int = 16  # image concurrency of the engine in section 1
     backend_concurrency: int = 16  # HTTP requests in flight
@@ -85,13 +87,20 @@ class BenchConfig:
     scaling_images: int = 64  # per concurrency level (at least the level itself)
     memory_images: int = 1000
     compile_rules: int = 100
-    compile_max_tokens: int | None = None  # cap generation lengths in the compile section
+    # Cap generation lengths in the compile section; None: a registered model name's own
+    # `max_new_tokens` (judge.models.resolve), else no cap.
+    compile_max_tokens: int | None = None
     gpu_model: str | None = None
     gpu_images: int = 200
     options: Any = None  # JudgeOptions for both judges; None: the defaults
     sections: tuple[str, ...] = SECTIONS
     fleet_servers: tuple[str, ...] = ()  # two or more replicas for the fleet section
     fleet_images: int = 24
+
+    @property
+    def server(self) -> str:
+        """The server the server sections ask ("" when none is set)."""
+        return self.model_options.server or ""
 
 
 @dataclass
@@ -192,21 +201,24 @@ def reset_prefix_cache(url: str) -> bool:
 
 class PrefixLength:
     """Tokens of [chat head][instructions][image] before a statement's own tokens, per
-    image size, from the server's /tokenize (the same chat layout the back end sends)."""
+    image size, from the server's /tokenize: two visibility questions about one image,
+    built by `judge.queries` as the engine builds them, in the chat layout the back end
+    sends."""
 
-    def __init__(self, url: str, model: str, instructions: str, question: str) -> None:
-        self.url, self.model, self.instructions = url, model, instructions
-        self.question = question
+    def __init__(self, url: str, model: str) -> None:
+        self.url, self.model = url, model
         self._by_size: dict[tuple[int, int], int | None] = {}
+
+    def _tokens(self, statement: str, image: Image.Image) -> list[int]:
+        query = queries.visibility_query(statement, image)
+        return tokenize_chat(self.url, self.model, query.instructions, query.question, image)
 
     def __call__(self, size: tuple[int, int]) -> int | None:
         if size not in self._by_size:
             image = Image.new("RGB", size, (128, 128, 128))
             try:
-                a = tokenize_chat(self.url, self.model, self.instructions,
-                                  self.question.format("a red shape"), image)
-                b = tokenize_chat(self.url, self.model, self.instructions,
-                                  self.question.format("written text"), image)
+                a = self._tokens("a red shape", image)
+                b = self._tokens("written text", image)
                 self._by_size[size] = common_prefix(a, b)
             except (httpx.HTTPError, KeyError, ValueError):
                 self._by_size[size] = None
@@ -307,18 +319,23 @@ class Bench:
 
     # -- construction
 
+    @property
+    def served_model(self) -> str | None:
+        """The model to ask the server (or the fleet's replicas) for; None: whatever it
+        serves. A registered name asks for its served name, as everywhere."""
+        return self._on_server().resolve().backend_model()
+
+    def _on_server(self) -> ModelOptions:
+        return replace(self.config.model_options, backend="vllm-server")
+
     def _backend(self) -> RecordingBackend:
-        from judge.models.registry import load_backend
-
-        inner = load_backend(
-            "vllm-server",
-            model=self.config.model,
-            server=self.config.server,
-            concurrency=self.config.backend_concurrency,
+        return RecordingBackend(
+            self._on_server().open(concurrency=self.config.backend_concurrency)
         )
-        return RecordingBackend(inner)
 
-    def _judge(self, backend: Backend, store_name: str) -> Any:
+    def judge_on(self, backend: Backend, store_name: str) -> Any:
+        """A Judge of the bench's lock over `backend`, with the model options' relevance
+        scorer and locator (a registered name's own by default) and a store of its own."""
         from judge.engine.judge import Judge
         from judge.store import Store
 
@@ -326,11 +343,7 @@ class Bench:
         store = Store(Path(self._tmp.name) / f"{store_name}.sqlite3")
         return Judge(
             self.lock,
-            # The served model's name, as verdicts record it (the back end is given).
-            model=backend.model_id or "served",
-            backend=backend,
-            relevance=self.config.relevance,
-            locator=self.config.locator,
+            **self.config.model_options.judge_kwargs(backend=backend),
             options=self.config.options,
             store=store,
         )
@@ -351,8 +364,8 @@ class Bench:
     async def _server_sections(self, wanted: set[str]) -> None:
         engine_backend = self._backend()
         naive_backend = self._backend()
-        engine = self._judge(engine_backend, "engine")
-        reference = self._judge(naive_backend, "naive")
+        engine = self.judge_on(engine_backend, "engine")
+        reference = self.judge_on(naive_backend, "naive")
         try:
             naive = NaiveJudge.like(reference, naive_backend)
             if wanted & {"prefill", "naive", "scaling", "memory"}:
@@ -378,7 +391,7 @@ class Bench:
         self.say("warming up (first requests compile kernels)")
         started = time.perf_counter()
         await naive.ajudge(next(scenes(SEEDS["warmup"], 1)))
-        warm = self._judge(engine.backend, "warmup")  # its own prior cache
+        warm = self.judge_on(engine.backend, "warmup")  # its own prior cache
         try:
             await _engine_pass(warm, scenes(SEEDS["warmup"] + 1, 4), 4)
         finally:
@@ -425,14 +438,7 @@ class Bench:
 
         # 1. prefill
         if "prefill" in cfg.sections:
-            from judge import prompts
-
-            prefix = PrefixLength(
-                cfg.server,
-                engine_backend.model_id,
-                prompts.render("visibility_instructions"),
-                prompts.render("visibility_question", statement="{}"),
-            )
+            prefix = PrefixLength(cfg.server, engine_backend.model_id)
             pre = prefill_of(records, n, prefix)
             naive_pre = prefill_of(naive_records, n, prefix)
             hit_usage = _ratio(pre.cached, pre.sent)
@@ -565,8 +571,11 @@ class Bench:
 
         cfg, res = self.config, self.result
         options = CompileOptions()
-        if cfg.compile_max_tokens is not None:
-            cap = cfg.compile_max_tokens
+        cap = cfg.compile_max_tokens
+        if cap is None:
+            named = self._on_server().resolve().named
+            cap = named.max_new_tokens if named is not None else None
+        if cap is not None:
             options = CompileOptions(
                 max_tokens_score=cap, max_tokens_rewrite=cap, max_tokens_preconditions=cap
             )
@@ -581,8 +590,8 @@ class Bench:
         res.add("compile", f"{cfg.compile_rules} rules batched (16 at once)", f"{conc:.1f} s "
                 f"({report['concurrent_calls']} calls)")
         res.add("compile", "speed-up (sequential / batched)", f"{speedup:.1f}x", speedup)
-        if cfg.compile_max_tokens is not None:
-            res.notes.append(f"compile: answers capped at {cfg.compile_max_tokens} tokens")
+        if cap is not None:
+            res.notes.append(f"compile: answers capped at {cap} tokens")
         if report.get("concurrent_fallbacks") or report.get("sequential_fallbacks"):
             res.notes.append(
                 f"compile: {report['sequential_fallbacks']} / {report['concurrent_fallbacks']} "
@@ -606,7 +615,6 @@ class Bench:
         if not has_gpu:
             res.add("gpu", "skipped", "no CUDA GPU visible")
             return
-        from judge.engine.judge import Judge
         from judge.models.registry import load_backend
 
         try:
@@ -618,17 +626,8 @@ class Bench:
         self.say(f"gpu: {cfg.gpu_images} images with {cfg.gpu_model} on the {kind} back end")
         backend = RecordingBackend(load_backend(kind, model=cfg.gpu_model))
         backend.record = False
-        from judge.store import Store
-
-        judge = Judge(
-            self.lock,
-            model=cfg.gpu_model,
-            backend=backend,
-            relevance=cfg.relevance,
-            locator=cfg.locator,
-            options=cfg.options,
-            store=Store(Path(self._tmp.name) / "gpu.sqlite3"),
-        )
+        # The relevance scorer and locator are --model's, as in the other sections.
+        judge = self.judge_on(backend, "gpu")
         try:
             await _engine_pass(judge, scenes(SEEDS["gpu"] - 8, 8), 8)  # warm-up
             n = cfg.gpu_images

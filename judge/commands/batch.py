@@ -136,7 +136,7 @@ def batch(
     from judge.batch import ActorSpec, BatchOptions, Interrupted, parse_retry, run_batch
     from judge.constitution import Constitution
     from judge.engine.procedure import JudgeOptions
-    from judge.models.resolve import resolve_model
+    from judge.models.options import ModelOptions
 
     if out.suffix.lower() != ".parquet" and not out.is_dir():
         raise InputError(f"--out {out}: name the output folder OUT.parquet")
@@ -152,18 +152,13 @@ def batch(
     policy = Constitution.load(constitution)
     lock = policy.lock
     _refuse_unreviewed(lock, allow_unreviewed)
-    servers = server_arg(server)
+    models = ModelOptions(model=model, backend=backend, server=server_arg(server),
+                          api_key=api_key, relevance=relevance, locator=locator)
     # Model options are checked here, in seconds, not in every actor after Ray starts.
-    resolve_model(model or lock.defaults.model, backend=backend or lock.defaults.backend,
-                  server=servers)
+    models.resolve(default_model=lock.defaults.model, default_backend=lock.defaults.backend)
     spec = ActorSpec(
         lock=lock,
-        model=model,
-        backend=backend,
-        server=servers,
-        api_key=api_key,
-        relevance=relevance,
-        locator=locator,
+        model_options=models,
         thresholds=_thresholds(thresholds),
         options=options,
         store=str(store) if store else None,

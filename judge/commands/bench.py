@@ -99,37 +99,34 @@ def bench(
 
     Exits 1 when the engine's verdicts differ from the naive algorithm's.
     """
+    from dataclasses import replace
+
     from rich.console import Console
 
-    from judge.bench.run import BenchConfig, render, run_bench
+    from judge.bench.run import SERVER_SECTIONS, BenchConfig, render, run_bench
+    from judge.models.fleet import split_servers
+    from judge.models.options import ModelOptions
+    from judge.models.resolve import resolve_model
 
     console = Console(highlight=False)
     n = images if images is not None else (6 if quick else 24)
-    from judge.bench.run import SERVER_SECTIONS
-    from judge.models.resolve import check_available, named_models
-
     chosen = _sections(sections)
-    # --model and --server mean what they mean everywhere (judge.models.resolve).
-    from judge.models.fleet import split_servers
-
+    # --model and --server mean what they mean everywhere (judge.models.resolve): a
+    # registered name ("toy") and a folder take the same path through here.
     servers = split_servers(server or os.environ.get("JUDGE_SERVER"))
-    named = named_models(model)
-    if named is not None:
-        relevance = relevance or named.relevance()
-        locator = locator or named.locator()
     config = BenchConfig(
-        server="",
         constitution=constitution or _default_constitution(),
-        relevance=relevance,
-        locator=locator,
+        model_options=ModelOptions(
+            model=model,
+            server=servers[0] if servers else None,
+            relevance=relevance,
+            locator=locator,
+        ),
         images=n,
         concurrency=concurrency,
         scaling_images=16 if quick else 64,
         memory_images=memory_images if memory_images is not None else (100 if quick else 1000),
         compile_rules=compile_rules if compile_rules is not None else (8 if quick else 100),
-        # The toy VLM was never taught to compile rules: short answers keep the section
-        # about how well requests overlap, as in the compiler's own benchmark test.
-        compile_max_tokens=32 if model == "toy" else None,
         gpu_model=gpu_model,
         gpu_images=gpu_images,
         sections=chosen,
@@ -138,13 +135,12 @@ def bench(
     )
 
     def model_path() -> Path:
-        option = "--model /path/to/model"
-        return Path(named.vlm() if named else check_available(model, what="model", option=option))
+        """The model's folder, to start a local server on (found or built here)."""
+        return Path(resolve_model(model, backend="vllm").backend_model() or model)
 
-    served_name = "toy-vlm" if model == "toy" else None
+    # A local server serves the model under the name it was given here, so the back end's
+    # request for --model finds it (a registered name asks for whatever is served).
     with contextlib.ExitStack() as stack:
-        if servers:
-            config.model = named.served_name if named is not None else model
         wants_fleet = "fleet" in chosen and sections is not None and len(servers) < 2
         if wants_fleet:
             # Asked for by name with fewer than two servers: two local replicas.
@@ -152,20 +148,15 @@ def bench(
 
             console.print("[dim]starting two local vLLM replicas for the fleet section "
                           "(a few minutes on CPU)[/]")
-            fleet = stack.enter_context(start_local_fleet(model_path(), served_name))
+            fleet = stack.enter_context(start_local_fleet(model_path(), model))
             config.fleet_servers = tuple(s.root for s in fleet)
-            config.model = config.model or fleet[0].model
-        if set(config.sections) & set(SERVER_SECTIONS):
-            if servers:
-                config.server = servers[0]
-            else:
-                from judge.bench.server import local_vllm_server
+        if set(config.sections) & set(SERVER_SECTIONS) and not servers:
+            from judge.bench.server import local_vllm_server
 
-                path = model_path()
-                console.print(f"[dim]starting a local vLLM server for {path} (about a minute)[/]")
-                local = stack.enter_context(local_vllm_server(path, served_model_name=served_name))
-                config.server = local.url
-                config.model = local.model
+            path = model_path()
+            console.print(f"[dim]starting a local vLLM server for {path} (about a minute)[/]")
+            local = stack.enter_context(local_vllm_server(path, served_model_name=model))
+            config.model_options = replace(config.model_options, server=local.url)
         result = run_bench(config, console)
     if json_out is not None:
         body = {

@@ -20,6 +20,7 @@ from judge.commands.model_options import (
 from judge.constitution import Constitution
 from judge.errors import InputError
 from judge.evaluate.datasets import LabelledSet
+from judge.models.options import ModelOptions
 
 SetPath = Annotated[
     Path,
@@ -146,12 +147,9 @@ def eval_(
         dataset=data,
         lock=lock,
         constitution_name=policy.spec.name,
-        models=list(model) if model else [None],
-        backend=backend,
-        server=server_arg(server),
-        api_key=api_key,
-        relevance=relevance,
-        locator=locator,
+        model_options=ModelOptions(backend=backend, server=server_arg(server), api_key=api_key,
+                                   relevance=relevance, locator=locator),
+        models=list(model or ()),
         thresholds=thresholds,
         fill=fill,
         ablations=chosen_ablations,
@@ -253,12 +251,8 @@ def calibrate(
         relevance_recall=relevance_recall,
         split=split,
         holdout=holdout,
-        model=model,
-        backend=backend,
-        server=server_arg(server),
-        api_key=api_key,
-        relevance=relevance,
-        locator=locator,
+        model_options=ModelOptions(model=model, backend=backend, server=server_arg(server),
+                                   api_key=api_key, relevance=relevance, locator=locator),
         concurrency=concurrency,
         progress=progress,
     )

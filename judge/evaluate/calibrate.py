@@ -27,7 +27,7 @@ import hashlib
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from judge.constitution.schema import Calibration, Lock
@@ -41,6 +41,7 @@ from judge.evaluate.metrics import Counts, image_counts, rule_counts
 from judge.evaluate.report import EvalProgress
 from judge.evaluate.runs import EvalStore, Method, run_key, run_log, run_method, to_scored
 from judge.models.base import Backend
+from judge.models.options import ModelOptions
 from judge.store import Store
 from judge.thresholds import ThresholdOverrides, Thresholds
 
@@ -57,12 +58,8 @@ class CalibrationSpec:
     relevance_recall: float = 0.95
     split: str | None = None
     holdout: str | None = None
-    model: str | None = None
-    backend: str | Backend | None = None
-    server: str | None = None
-    api_key: str | None = None
-    relevance: str | None = None
-    locator: str | None = None
+    # The model, back end, server, key, relevance scorer and locator, as for `judge`.
+    model_options: ModelOptions = field(default_factory=ModelOptions)
     concurrency: int = 8
     progress: bool = True
 
@@ -208,10 +205,11 @@ async def _judged(
         method=method,
         model=backend.model_id,
         backend=backend.kind,
-        server=spec.server,
+        server=spec.model_options.server,
         lock_hash=lock.lock_hash(),
         dataset={"name": spec.dataset.name, "sha256": spec.dataset.sha256, "split": split},
-        options={"relevance": spec.relevance, "locator": spec.locator, "purpose": "calibrate"},
+        options={"relevance": spec.model_options.relevance,
+                 "locator": spec.model_options.locator, "purpose": "calibrate"},
     )
     key = run_key(log)
     evals.open_run(key, log)
@@ -266,12 +264,7 @@ async def run_calibration(spec: CalibrationSpec, store: Store) -> CalibrationRes
     # floor, scores still recorded), first pass only.
     probe = Judge(
         base,
-        model=spec.model,
-        backend=spec.backend,
-        server=spec.server,
-        api_key=spec.api_key,
-        relevance=spec.relevance,
-        locator="off",
+        **replace(spec.model_options, locator="off").judge_kwargs(),
         thresholds=ThresholdOverrides.model_validate({"relevance": -1.0, "relevance_vlm": 0.0}),
         options=JudgeOptions(center=False, cascade=False),
         store=store,
@@ -312,12 +305,7 @@ async def run_calibration(spec: CalibrationSpec, store: Store) -> CalibrationRes
             if held_set:
                 for label, lock in (("before", base), ("after", new_lock)):
                     judge = Judge(
-                        lock,
-                        model=spec.model,
-                        backend=backend,
-                        relevance=spec.relevance,
-                        locator=spec.locator,
-                        store=store,
+                        lock, **spec.model_options.judge_kwargs(backend=backend), store=store
                     )
                     judges.append(judge)
                     method = JudgeMethod(FULL, judge)
@@ -365,8 +353,9 @@ def _choose(
 def _relevance(
     spec: CalibrationSpec, examples: list[Example], verdicts: dict[str, Verdict]
 ) -> tuple[float | None, str]:
-    if spec.relevance in ("off", "vlm"):
-        return None, f"relevance scan is {spec.relevance}: threshold not calibrated"
+    scorer = spec.model_options.relevance
+    if scorer in ("off", "vlm"):
+        return None, f"relevance scan is {scorer}: threshold not calibrated"
     true_pairs: list[float] = []
     every: list[float] = []
     for example in examples:

@@ -4,7 +4,7 @@ labelled set, resumably, and write report.json, report.md and report.html."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from judge.evaluate.report_html import write_html
 from judge.evaluate.report_md import write_markdown
 from judge.evaluate.runs import EvalStore, Method, run_key, run_log, run_method, to_scored
 from judge.models.base import Backend
+from judge.models.options import ModelOptions
 from judge.store import Store
 
 
@@ -28,12 +29,10 @@ class EvalSpec:
     dataset: LabelledSet  # already narrowed to the split and limit
     lock: Lock
     constitution_name: str
-    models: Sequence[str | None] = (None,)
-    backend: str | Backend | None = None
-    server: str | None = None
-    api_key: str | None = None
-    relevance: str | None = None
-    locator: str | None = None
+    # The model, back end, server, key, relevance scorer and locator, as for `judge`.
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    # Several models to compare, each in place of `model_options.model`; empty: that one.
+    models: Sequence[str | None] = ()
     thresholds: ThresholdsInput = None
     fill: str = "mean"  # region removal of the method and its ablations (not "fill-*")
     ablations: Sequence[str] = ()
@@ -65,7 +64,7 @@ async def run_evaluation(spec: EvalSpec, store: Store) -> dict[str, Any]:
     examples = list(spec.dataset)
     results: list[MethodResult] = []
     with EvalProgress(enabled=spec.progress) as progress:
-        for model in spec.models:
+        for model in spec.models or [spec.model_options.model]:
             results += await _run_model(spec, model, evals, store, examples, progress)
     by_id = {e.id: e for e in examples}
     return build_report(
@@ -88,9 +87,9 @@ async def _run_model(
     examples: list[Example],
     progress: EvalProgress,
 ) -> list[MethodResult]:
+    models = replace(spec.model_options, model=model)
     first = Judge(
-        spec.lock, model=model, backend=spec.backend, server=spec.server, api_key=spec.api_key,
-        relevance=spec.relevance, locator=spec.locator, thresholds=spec.thresholds,
+        spec.lock, **models.judge_kwargs(), thresholds=spec.thresholds,
         options=method_options(FULL, spec.fill), store=store,
     )
     judges = [first]
@@ -100,8 +99,7 @@ async def _run_model(
         methods: list[Method] = [JudgeMethod(FULL, first)]
         for name in spec.ablations:
             judge = Judge(
-                spec.lock, model=model, backend=backend, relevance=spec.relevance,
-                locator=spec.locator, thresholds=spec.thresholds,
+                spec.lock, **models.judge_kwargs(backend=backend), thresholds=spec.thresholds,
                 options=method_options(name, spec.fill), store=store,
             )
             judges.append(judge)
@@ -125,10 +123,12 @@ async def _run_one(
     examples: list[Example],
     progress: EvalProgress,
 ) -> MethodResult:
+    models = spec.model_options
     log = run_log(
-        method=method, model=backend.model_id, backend=backend.kind, server=spec.server,
+        method=method, model=backend.model_id, backend=backend.kind, server=models.server,
         lock_hash=spec.lock.lock_hash(), dataset=dataset_info(spec),
-        options={"relevance": spec.relevance, "locator": spec.locator, **spec.extra_options},
+        options={"relevance": models.relevance, "locator": models.locator,
+                 **spec.extra_options},
     )
     log["model_label"] = label
     key = run_key(log)

@@ -57,12 +57,16 @@ class NamedModels:
         relevance: the default relevance scorer ("clip:<folder>", ...), or None for judge's.
         locator: the default OWLv2 folder or id, or None for judge's.
         served_name: the model to ask a server for; None accepts whatever it serves.
+        max_new_tokens: the most tokens worth generating with this VLM where a caller may
+            cap them (`judge bench`'s compile section); None: no cap. A small model never
+            taught to write long answers (the toy VLM) would only fill its budget.
     """
 
     vlm: Callable[[], str]
     relevance: Callable[[], str | None] = _nothing
     locator: Callable[[], str | None] = _nothing
     served_name: str | None = None
+    max_new_tokens: int | None = None
 
 
 _NAMES: PluginRegistry[Callable[[], NamedModels]] = PluginRegistry(ENTRY_POINT_GROUP, "model name")

@@ -27,4 +27,5 @@ def toy_models() -> NamedModels:
         relevance=lambda: f"clip:{_models().clip}",
         locator=lambda: str(_models().owlv2),
         served_name=None,  # a server started on the toy VLM serves it under its own name
+        max_new_tokens=32,  # what it was taught to write is short: more only times noise
     )
