@@ -5,6 +5,8 @@ The public API. Everything else in the package is internal and may change.
     from judge import Constitution, Judge
     with Judge(Constitution.load("policy.yaml"), server="http://127.0.0.1:8000/v1") as j:
         verdict = j.judge("photo.png")
+        report = run_cases(j, "policy.tests.yaml")     # a policy's cases (judge.policy)
+    changes = diff_policies("old/policy.yaml", "policy.yaml")
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ from judge.errors import (
     ReviewError,
 )
 from judge.models import Backend, YesNoQuery, YesNoResult, load_backend
+from judge.policy import (
+    CaseResult,
+    CasesReport,
+    Coverage,
+    PolicyDiff,
+    Relation,
+    RuleDiff,
+    SetDiff,
+    diff_on,
+    diff_policies,
+    load_cases,
+    run_cases,
+)
 from judge.store import Store
 from judge.thresholds import ThresholdOverrides, Thresholds
 
@@ -42,8 +57,11 @@ __all__ = [
     "Backend",
     "BackendError",
     "Box",
+    "CaseResult",
+    "CasesReport",
     "Constitution",
     "ConstitutionError",
+    "Coverage",
     "DatasetError",
     "ImageError",
     "InputError",
@@ -53,10 +71,14 @@ __all__ = [
     "Lock",
     "LockError",
     "ModelCapabilityError",
+    "PolicyDiff",
     "PreconditionEvidence",
+    "Relation",
     "ReviewError",
+    "RuleDiff",
     "RuleVerdict",
     "RunInfo",
+    "SetDiff",
     "Store",
     "ThresholdOverrides",
     "Thresholds",
@@ -64,7 +86,11 @@ __all__ = [
     "YesNoQuery",
     "YesNoResult",
     "__version__",
+    "diff_on",
+    "diff_policies",
     "load_backend",
+    "load_cases",
     "load_lock",
+    "run_cases",
     "write_lock",
 ]

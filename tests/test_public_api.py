@@ -15,6 +15,10 @@ def test_all_names_exist() -> None:
 
 def test_public_names_are_the_documented_ones() -> None:
     assert {"Judge", "JudgeOptions", "Constitution", "Verdict", "Thresholds"} <= set(judge.__all__)
+    # Policy as code (issue 25): cases, coverage and diffs from Python, as result objects.
+    policy = {"run_cases", "load_cases", "CasesReport", "CaseResult", "Coverage",
+              "diff_policies", "PolicyDiff", "RuleDiff", "Relation", "diff_on", "SetDiff"}
+    assert policy <= set(judge.__all__)
     assert not [n for n in judge.__all__ if n.startswith("_") and n != "__version__"]
 
 
