@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from judge.engine.verdict import image_outcome, partly_undecided
+
 #: OpenAI's moderation categories, as its API spells the keys of `categories`.
 OPENAI_CATEGORIES = (
     "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
@@ -75,7 +77,12 @@ class RuleResult(BaseModel):
     score: float
     reason: str | None = None
     decisive_precondition: int | None = None
+    undecided_preconditions: list[int] = Field(
+        default_factory=list, description="Preconditions (0-based) the model left undecided; "
+        "a rule can be not violated with some, because another precondition is not met.")
     relevance: float | None = None
+    relevance_threshold: float | None = None
+    relevance_threshold_source: str | None = None
     preconditions: list[dict[str, Any]] | None = Field(
         None, description="Per-precondition evidence (M, prior, d, thresholds, stage, box, "
         "rationale); present when the request asks for explain (moderations: the "
@@ -93,6 +100,9 @@ class JudgeExtension(BaseModel):
     lock_hash: str
     violated: list[str]
     undecided: list[str]
+    partly_undecided: list[str] = Field(
+        default_factory=list, description="Rules decided not violated while a precondition "
+        "stayed undecided: a 'safe' image with these is safe only by another precondition.")
     rules: list[RuleResult]
     decision_id: str
     timings: dict[str, float] = Field(default_factory=dict)
@@ -142,6 +152,10 @@ def flag(verdict: Any, fail_closed: bool) -> tuple[bool, str | None]:
         if fail_closed:
             return True, f"undecided: {names}{why}; flagged because the service fails closed"
         return False, f"undecided: {names}{why}; not flagged because the service fails open"
+    partly = partly_undecided(verdict.rules)
+    if partly:
+        return False, (f"not violated, with an undecided precondition: {', '.join(partly)}; "
+                       "another precondition of each was decided not met")
     return False, None
 
 
@@ -154,7 +168,10 @@ def rule_results(verdict: Any, fail_closed: bool, explain: bool) -> list[dict[st
             "score": rule_score(rule, fail_closed),
             "reason": rule.reason,
             "decisive_precondition": rule.decisive_precondition,
+            "undecided_preconditions": list(rule.undecided_preconditions),
             "relevance": rule.relevance,
+            "relevance_threshold": rule.relevance_threshold,
+            "relevance_threshold_source": rule.relevance_threshold_source,
         }
         if explain:
             item["preconditions"] = [p.model_dump(mode="json") for p in rule.preconditions]
@@ -208,6 +225,7 @@ def moderation_result(
             "lock_hash": lock_hash,
             "violated": list(verdict.violated),
             "undecided": list(verdict.undecided),
+            "partly_undecided": partly_undecided(verdict.rules),
             "rules": rules,
             "decision_id": decision_id,
             "timings": timings,
@@ -220,16 +238,10 @@ def restrict(verdict: Any, rule_ids: list[str]) -> Any:
     (unsafe iff one is violated; safe only if every one is decided not violated)."""
     wanted = set(rule_ids)
     rules = [r for r in verdict.rules if r.rule_id in wanted]
-    violated = [r.rule_id for r in rules if r.outcome == "violated"]
-    undecided = [r.rule_id for r in rules if r.outcome == "undecided"]
-    if violated:
-        outcome = "unsafe"
-    elif undecided or any(r.outcome == "skipped" for r in rules):
-        outcome = "undecided"
-    else:
-        outcome = "safe"
+    outcome, violated, undecided = image_outcome(rules)
     if verdict.outcome == "error":
         outcome = "error"
     return verdict.model_copy(
-        update={"rules": rules, "violated": violated, "undecided": undecided, "outcome": outcome}
+        update={"rules": rules, "violated": violated, "undecided": undecided, "outcome": outcome,
+                "partly_undecided": partly_undecided(rules)}
     )
