@@ -35,3 +35,15 @@ def test_a_rule_subset_recomputes_the_outcome_with_the_engines_rule() -> None:
     assert (only_gun.outcome, only_gun.partly_undecided) == ("safe", [])
     nothing = restrict(_verdict(), [])
     assert nothing.outcome == "undecided"  # never "safe" with nothing checked
+
+
+def test_the_native_summary_counts_safe_images_with_an_undecided_precondition() -> None:
+    from types import SimpleNamespace
+
+    from judge.serve.native import native_response
+
+    policy = SimpleNamespace(lock=SimpleNamespace(name="p"), lock_hash="h")
+    judged = [SimpleNamespace(verdict=_verdict(), flagged=False),
+              SimpleNamespace(verdict=restrict(_verdict(), ["gun"]), flagged=False)]
+    summary = native_response("r", policy, judged, explain=False, fail_closed=True)["summary"]
+    assert (summary["safe"], summary["safe_with_undecided_precondition"]) == (2, 1)

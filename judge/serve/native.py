@@ -80,6 +80,9 @@ def native_response(
         "summary": {
             "images": len(verdicts),
             **{k: outcomes.count(k) for k in ("safe", "unsafe", "undecided")},
+            # "safe" only because another precondition was not met: counted apart.
+            "safe_with_undecided_precondition": sum(
+                v.outcome == "safe" and bool(v.partly_undecided) for v in verdicts),
             "flagged": sum(j.flagged for j in judged),
             "fail_closed": fail_closed,
         },
