@@ -220,7 +220,8 @@ def test_a_wrong_expectation_fails_that_case_with_the_rule_and_its_evidence(
     assert check.got == "not_violated"
     assert check.rule is not None and check.rule.decisive_precondition == 0
     assert check.rule.preconditions[0].alternatives[0].statement == "a red shape"
-    assert "red-and-blue not violated (expected violated)" in (failed.reason or "")
+    # The image was unsafe, as expected: only the rule is named.
+    assert failed.reason == "red-and-blue not violated (expected violated)"
 
 
 def test_statuses_undecided_error_and_unstable(tmp_path: Path) -> None:
@@ -253,6 +254,7 @@ def test_statuses_undecided_error_and_unstable(tmp_path: Path) -> None:
     blue = report.cases[0]
     assert blue.unstable and blue.status == "failed" and len(blue.outcomes) == 3
     assert "unstable over 3 runs" in (blue.reason or "")
+    assert "expected unsafe, judged safe; blue-anywhere not violated" in (blue.reason or "")
     with toy_judge(tmp_path / "s.sqlite3") as judge:
         steady = run_cases(judge, cases, repeat=3)
     assert not steady.cases[0].unstable and steady.cases[0].status == "passed"

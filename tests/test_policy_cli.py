@@ -84,7 +84,7 @@ def test_the_toy_cases_pass_and_one_wrong_expectation_fails_naming_it(
     assert "FAIL sample-000013 (blue)" in out
     assert "red-and-blue: expected violated, got not violated" in out
     # The evidence that decided it: the first link of the chain was not met.
-    assert "precondition 1 not met: 'a red shape' not met (prior): M 0.050" in out
+    assert "precondition 1 not met: 'a red shape' not met (stage: prior): M 0.050" in out
     assert "24 cases: 23 passed, 1 failed" in out
     root = ET.parse(junit).getroot()
     assert root.tag == "testsuites"
@@ -168,6 +168,19 @@ def test_check_validates_the_shipped_cases_files(capsys: pytest.CaptureFixture[s
     captured = capsys.readouterr()
     assert "7 cases" in captured.out and "not here" in captured.out
     assert "moderation-cases/safe/kitchen-knife-on-board.jpg: no such file" in captured.err
+
+
+def test_judge_check_reads_a_cases_file_as_the_policy_beside_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from judge.policy import policy_of_cases
+
+    assert policy_of_cases(TOY_CASES) == TOY
+    assert policy_of_cases(tmp_path / "lonely.tests.yaml") is None
+    assert policy_of_cases(TOY) is None
+    # `judge check constitutions/*.yaml` names policies, locks and cases: each policy once.
+    assert cli("check", str(TOY_CASES), str(TOY), str(TOY.with_name("toy.lock.yaml"))) == 0
+    assert capsys.readouterr().out.count("lock up to date") == 1
 
 
 def test_schema(capsys: pytest.CaptureFixture[str]) -> None:

@@ -95,12 +95,15 @@ def check(
 
 
 def _sources(paths: list[Path]) -> list[Path]:
-    """`paths` with each lock file replaced by its constitution (a glob such as
-    `constitutions/*.yaml` names both), each checked once."""
+    """`paths` with each lock file and each cases file (`judge test`'s POLICY.tests.yaml)
+    replaced by its constitution (a glob such as `constitutions/*.yaml` names all three),
+    each checked once."""
     from judge.constitution.lockfile import is_lock_path, lock_path_for
+    from judge.policy.cases import policy_of_cases
 
     out: list[Path] = []
     for path in paths:
+        path = policy_of_cases(path) or path
         if is_lock_path(path):
             stem = path.name.rsplit(".lock.", 1)[0]
             candidates = [path.with_name(stem + suffix) for suffix in (".yaml", ".yml")]

@@ -271,7 +271,7 @@ def evidence_lines(rule: RuleVerdict) -> list[str]:
                 continue  # a met precondition: the alternative that made it met
             line = (
                 f"precondition {pre.index + 1} {pre.outcome.replace('_', ' ')}: "
-                f"{alt.statement!r} {alt.outcome.replace('_', ' ')} ({alt.stage})"
+                f"{alt.statement!r} {alt.outcome.replace('_', ' ')} (stage: {alt.stage})"
             )
             numbers = band_line(alt)
             lines.append(f"{line}: {numbers}" if numbers else line)

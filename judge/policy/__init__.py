@@ -29,6 +29,7 @@ from judge.policy.cases import (
     evaluate_cases,
     image_problems,
     load_cases,
+    policy_of_cases,
     run_cases,
 )
 from judge.policy.coverage import Counts, Coverage, RuleCoverage, coverage_of
@@ -72,6 +73,7 @@ __all__ = [
     "junit_xml",
     "load_cases",
     "normalise",
+    "policy_of_cases",
     "relation",
     "run_cases",
 ]

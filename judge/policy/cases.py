@@ -119,6 +119,19 @@ def default_cases_path(policy: str | Path) -> Path:
     return path.with_name(f"{path.stem}.tests.yaml")
 
 
+def policy_of_cases(path: str | Path) -> Path | None:
+    """The policy a cases file `X.tests.yaml` sits beside (`X.yaml` or `X.yml`, if there
+    is one), so a glob such as `constitutions/*.yaml` can be read as its policies; None
+    for any other file."""
+    path = Path(path)
+    for suffix in (".tests.yaml", ".tests.yml"):
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            stem = path.name[: -len(suffix)]
+            found = [path.with_name(stem + s) for s in (".yaml", ".yml")]
+            return next((p for p in found if p.is_file()), None)
+    return None
+
+
 # ---- loading ---------------------------------------------------------------------------
 
 
@@ -349,13 +362,12 @@ def check_verdict(
         (wrong if decided else open_).append(check)
     outcome_wrong = verdict.outcome in ("safe", "unsafe") and verdict.outcome != case.expect
     if outcome_wrong or wrong:
-        reason = f"expected {case.expect}, judged {verdict.outcome}"
-        if wrong:
-            reason += "; " + ", ".join(
-                f"{c.rule_id} {c.got.replace('_', ' ')} (expected {c.expected.replace('_', ' ')})"
-                for c in wrong
-            )
-        return "failed", reason, wrong + open_
+        parts = [f"expected {case.expect}, judged {verdict.outcome}"] if outcome_wrong else []
+        parts += [
+            f"{c.rule_id} {c.got.replace('_', ' ')} (expected {c.expected.replace('_', ' ')})"
+            for c in wrong
+        ]
+        return "failed", "; ".join(parts), wrong + open_
     if verdict.outcome == "undecided" or open_:
         what = ", ".join(c.rule_id for c in open_) or ", ".join(verdict.undecided)
         return "undecided", f"expected {case.expect}, undecided: {what or 'no rule decided'}", open_
