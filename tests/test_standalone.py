@@ -5,7 +5,8 @@ rules. They are written to catch a pointer, not to parse every language; each ha
 for what it allows.
 
 1. **No relative path climbs out of the repository.** A Markdown link's target is read
-   from the linking file's folder, as a Markdown viewer reads it. Any other parent step
+   from the linking file's folder, as a Markdown viewer reads it, and so is the `image:`
+   of a `judge test` cases file (judge.policy.cases reads it so). Any other parent step
    (two dots and a slash) is read from the repository root, which is how code, comments
    and docs here cite paths (`judge/engine/procedure.py`, `docs/method.md`), so it leaves
    the repository. Allowed: string literals in test code (not its comments or
@@ -48,6 +49,8 @@ _MACHINE = re.compile(r"(?<![\w.~$-])/(?:" + "|".join(MACHINE_FOLDERS) + r")/")
 _URL = re.compile(r"\b(?:https?|wss?)://[^\s)\]>\"'`]+")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _PARENT = re.compile(r"(?<![\w.])\.\./")
+# A `judge test` cases file names each image relative to its own folder (judge.policy.cases).
+_CASE_IMAGE = re.compile(r"^[ \t]*(?:-[ \t]+)?image:[ \t]*(\S+)", re.MULTILINE)
 _MARKDOWN = re.compile(r"(?<![\w./-])((?:[\w-]+/)*[\w-]+\.md)\b")
 GENERATED_MARKDOWN = {"report.md"}  # written by `judge eval`
 
@@ -100,6 +103,12 @@ def problems_in(path: str, text: str, exists: set[str]) -> list[str]:
         links.append((m.start(1), m.end(1)))
         if target and os.path.normpath(folder / target).startswith(".."):
             out.append(f"{path}:{_line(text, m.start())}: link {target!r} leaves the repository")
+    if path.endswith((".tests.yaml", ".tests.yml")):  # its images are read as links are
+        for m in _CASE_IMAGE.finditer(text):
+            links.append((m.start(1), m.end(1)))
+            if os.path.normpath(folder / m.group(1)).startswith(".."):
+                out.append(f"{path}:{_line(text, m.start())}: image {m.group(1)!r} leaves "
+                           "the repository")
     for m in _PARENT.finditer(text):
         if any(a <= m.start() < b for a, b in links) or literal(m.start()):
             continue
@@ -191,6 +200,12 @@ def test_the_checker_sees_what_it_must() -> None:
         assert f"judge/engine/x.py:{line}: '/{where}' is a path on one machine" in found, where
     link = f"[the notes]({UP}{UP}notes{MD})"
     assert "leaves the repository" in "\n".join(problems_in(f"docs/x{MD}", link, exists))
+    # A cases file's images are read from its folder: one level up from constitutions/ is
+    # the root, two levels up is outside.
+    cases = f"cases:\n  - image: {UP}eval/a.png\n    expect: safe\n  - image: {UP}{UP}b.png\n"
+    assert problems_in("constitutions/p.tests.yaml", cases, exists) == [
+        f"constitutions/p.tests.yaml:4: image '{UP}{UP}b.png' leaves the repository"
+    ]
 
     fine = "\n".join(
         [

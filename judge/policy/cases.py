@@ -5,7 +5,7 @@ A cases file (by default `POLICY.tests.yaml` beside `POLICY.yaml`):
     description: what these cases pin down        # optional
     cases:
       - name: a blue square alone                  # optional; the image's path otherwise
-        image: ../eval/toy/images/sample-000013.png  # relative to this file
+        image: images/blue-square.png              # relative to this file
         expect: unsafe                             # safe | unsafe
         violated: [blue-anywhere]                  # optional: these rules must be violated
         not_violated: [red-and-blue]               # optional: these must not be
@@ -203,7 +203,7 @@ def load_cases(
             at = located.position(("cases", index, "not_violated"))
             raise _error(path, *at, f"{where}: {', '.join(sorted(both))} both violated and "
                          "not violated")
-    # Normalised, not resolved: "constitutions/../eval/x.png" is shown as "eval/x.png".
+    # Normalised, not resolved: a parent step is folded into the path, which stays relative.
     images = [Path(os.path.normpath(path.parent / case.image)) for case in parsed.cases]
     return Cases(path=path, file=parsed, lines=lines, images=images)
 
