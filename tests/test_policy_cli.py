@@ -6,6 +6,7 @@ back end that reads the toy colours from the pixels; the slow ones on the toy mo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -276,9 +277,10 @@ def test_diff_on_a_missing_image_is_2(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def _judge(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "400"}  # each output line whole
     return subprocess.run(
-        [sys.executable, "-m", "judge.cli", *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=1800,
+        [sys.executable, "-m", "judge.cli", *args], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=1800,
     )
 
 
