@@ -512,6 +512,12 @@ def test_metrics_and_the_decision_log(served: Running) -> None:
     assert row["lock_hash"] == result["lock_hash"] and row["outcome"] == "unsafe"
     assert row["flagged"] and row["token_name"] == "alice" and "total" in row["timings"]
     assert row["has_image"] is False
+    # What made the decision: the model and back end, and every prompt template's version.
+    from judge import prompts
+
+    assert (row["model_id"], row["backend"]) == (served.backend.model_id, served.backend.kind)
+    assert row["prompt_versions"]["visibility_question"] == \
+        prompts.versions("visibility_question")["visibility_question"]
     with sqlite3.connect(served.store) as db:
         joined = db.execute("SELECT d.outcome FROM decisions d JOIN serve_decisions s "
                             "ON d.image_id = s.image_id WHERE s.request_id = ?",

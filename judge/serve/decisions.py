@@ -6,7 +6,9 @@ outcome, flagged or not and why), and how long each stage took. The Judge also w
 its full verdict to the store's `decisions` table under the same image id, so the two
 join. That id is always the service's own, `<request id>/<index>`; the name a caller gave
 an image goes into its own column, `caller_image_id`, so no caller can make a row look
-like, or join with, another request's image.
+like, or join with, another request's image. Each row also says what made the decision:
+the lock hash, the model id and back end, and the version of every prompt template
+(`prompt_versions`, JSON), as the verdict's `run` has them.
 """
 
 from __future__ import annotations
@@ -40,7 +42,18 @@ _MIGRATIONS = (
     """,
     # 2: the caller's name for an image, apart from the service's id.
     "ALTER TABLE serve_decisions ADD COLUMN caller_image_id TEXT;",
+    # 3: what made the decision, beside the lock hash.
+    """
+    ALTER TABLE serve_decisions ADD COLUMN model_id TEXT;
+    ALTER TABLE serve_decisions ADD COLUMN backend TEXT;
+    ALTER TABLE serve_decisions ADD COLUMN prompt_versions TEXT;
+    """,
 )
+_COLUMNS = ("id", "created_at", "request_id", "image_id", "caller_image_id", "endpoint",
+            "token_name", "image_sha256", "lock_hash", "model_id", "backend",
+            "prompt_versions", "outcome", "flagged", "reason", "violated", "undecided",
+            "timings")
+_JSON = ("prompt_versions", "violated", "undecided", "timings")
 
 
 class DecisionLog:
@@ -67,39 +80,34 @@ class DecisionLog:
     ) -> str:
         """Write one row (blocking: call it from a worker thread); returns its id."""
         decision_id = uuid.uuid4().hex
+        run = getattr(verdict, "run", None)  # None for an image that could not be read
+        values = (
+            decision_id, time.time(), request_id, image_id, caller_image_id, endpoint,
+            token_name, sha256, lock_hash, run.model_id if run else None,
+            run.backend if run else None,
+            json.dumps(dict(run.prompt_versions) if run else {}, sort_keys=True),
+            verdict.outcome, int(flagged), reason, json.dumps(list(verdict.violated)),
+            json.dumps(list(verdict.undecided)), json.dumps(timings, sort_keys=True),
+        )
         with self.store.transaction() as db:
             db.execute(
-                "INSERT INTO serve_decisions (id, created_at, request_id, image_id, "
-                "caller_image_id, endpoint, token_name, image_sha256, lock_hash, outcome, "
-                "flagged, reason, violated, undecided, timings, image) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    decision_id, time.time(), request_id, image_id, caller_image_id,
-                    endpoint, token_name,
-                    sha256, lock_hash, verdict.outcome, int(flagged), reason,
-                    json.dumps(list(verdict.violated)), json.dumps(list(verdict.undecided)),
-                    json.dumps(timings, sort_keys=True),
-                    image if self.keep_images else None,
-                ),
+                f"INSERT INTO serve_decisions ({', '.join(_COLUMNS)}, image) "
+                f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
+                (*values, image if self.keep_images else None),
             )
         return decision_id
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.store.query(
-            "SELECT id, created_at, request_id, image_id, caller_image_id, endpoint, token_name, "
-            "image_sha256, lock_hash, outcome, flagged, reason, violated, undecided, timings, "
-            "image IS NOT NULL FROM serve_decisions ORDER BY created_at DESC LIMIT ?",
+            f"SELECT {', '.join(_COLUMNS)}, image IS NOT NULL FROM serve_decisions "
+            "ORDER BY created_at DESC LIMIT ?",
             (limit,),
         )
-        keys = ("id", "created_at", "request_id", "image_id", "caller_image_id", "endpoint",
-                "token_name",
-                "image_sha256", "lock_hash", "outcome", "flagged", "reason", "violated",
-                "undecided", "timings", "has_image")
         out = []
         for row in rows:
-            item = dict(zip(keys, row, strict=True))
-            for key in ("violated", "undecided", "timings"):
-                item[key] = json.loads(item[key])
+            item = dict(zip((*_COLUMNS, "has_image"), row, strict=True))
+            for key in _JSON:
+                item[key] = json.loads(item[key] or "{}")
             item["flagged"], item["has_image"] = bool(item["flagged"]), bool(item["has_image"])
             out.append(item)
         return out
