@@ -5,7 +5,9 @@
     │   ├── ConstitutionError       2   a policy file is wrong (file:line:col, rule id)
     │   ├── LockError               2   the lock is missing, stale or does not match
     │   ├── ImageError              2   an image cannot be read (per image, not fatal in a batch)
-    │   │   └── PixelLimitError     2   it would decode to more pixels than allowed
+    │   │   ├── PixelLimitError     2   it would decode to more pixels than allowed
+    │   │   └── VideoError          2   a clip cannot be read: corrupt, truncated, no decoder
+    │   │       └── VideoLimitError 2   it is over a limit: bytes, duration, resolution, frames
     │   └── DatasetError            2   a labelled set is malformed
     ├── BackendError                3   the model back end failed (down, timeout, nonsense)
     │   └── ModelCapabilityError    4   the model or server cannot do what judge needs
@@ -66,6 +68,16 @@ class ImageError(InputError):
 
 class PixelLimitError(ImageError):
     """An image, or one of its frames, would decode to more pixels than allowed."""
+
+
+class VideoError(ImageError):
+    """A video clip (or an animated image judged as one) cannot be read: a corrupt or
+    truncated container, no video stream, or no decoder installed."""
+
+
+class VideoLimitError(VideoError):
+    """A clip is over a limit (bytes, duration, resolution or frame count), found before
+    its frames are decoded."""
 
 
 class DatasetError(InputError):

@@ -178,11 +178,15 @@ def test_options_all_frames(tmp_path: Path) -> None:
                     out.append(YesNoResult(0.95, 0.05) if r > b else YesNoResult(0.05, 0.95))
             return out
 
+    # An animated GIF is a clip: its red second frame (0.1 s) is a scene change and is
+    # judged, where judge once took the first frame only and answered "safe".
     with make_judge(tmp_path, ByColour()) as judge:
-        assert judge.judge(gif).outcome == "safe"  # first frame only: blue
+        verdict = judge.judge(gif)
+    assert verdict.outcome == "unsafe" and verdict.frame == 1 and verdict.time == 0.1
     with make_judge(tmp_path, ByColour(), options=JudgeOptions(all_frames=True)) as judge:
         verdict = judge.judge(gif)
     assert verdict.outcome == "unsafe" and verdict.frame == 1
+    assert verdict.clip is not None and [f.why for f in verdict.clip.sampled] == ["every"] * 2
 
 
 def test_verdicts_are_logged_with_lock_hash_and_input_hash(tmp_path: Path) -> None:

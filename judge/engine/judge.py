@@ -35,6 +35,7 @@ import pydantic
 from PIL import Image
 
 from judge.constitution.schema import Lock
+from judge.engine.clip import judge_clip
 from judge.engine.priors import PriorCache
 from judge.engine.procedure import (
     JudgeOptions,
@@ -51,6 +52,7 @@ from judge.models.base import Backend
 from judge.models.resolve import ModelChoice, check_available, named_models, resolve_model
 from judge.store import Store
 from judge.thresholds import ThresholdOverrides, Thresholds
+from judge.video.decode import media_kind
 
 ImageSource = str | Path | bytes | Image.Image
 ImageInput = ImageSource | tuple[str, ImageSource]
@@ -292,18 +294,29 @@ class Judge:
     # ---- judging ---------------------------------------------------------------------
 
     async def ajudge(self, image: ImageInput) -> Verdict:
-        """The verdict for one image (an unreadable one gives outcome "error")."""
-        started = time.perf_counter()
+        """The verdict for one image or clip (an unreadable one gives outcome "error").
+
+        A video (MP4/MOV, WebM/MKV, AVI) or an animated GIF, WebP or PNG, given as a path
+        or bytes, is judged as a clip (judge.engine.clip): its verdict names the frame
+        that decided it and that frame's time (`frame`, `time`, and `clip`)."""
         image_id, source = image if isinstance(image, tuple) else (None, image)
-        try:
-            loaded = await asyncio.to_thread(self._load, source, image_id)
-        except ImageError as error:
-            return unreadable(image_id, source, error)
-        load_s = time.perf_counter() - started
-        verdicts = [await self._judge_frame(frame, load_s) for frame in loaded]
-        verdict = _combine(verdicts)
-        if self.needs_review:
+        if isinstance(source, (str, Path, bytes)) and await asyncio.to_thread(
+            media_kind, source
+        ) != "image":
+            verdict = await judge_clip(
+                self.setup,
+                source,
+                image_id,
+                lock=self._lock_obj,
+                backend=self._backend,
+                budget=self._backend.max_image_pixels,
+            )
+        else:
+            verdict = await self._judge_image(image_id, source)
+        if self.needs_review and verdict.outcome != "error":
             verdict = verdict.model_copy(update={"needs_review": list(self.needs_review)})
+        if verdict.outcome == "error":
+            return verdict
         try:
             await asyncio.to_thread(self.store.log_decision, verdict)
         except Exception as error:  # the audit log must not turn a verdict into a crash
@@ -311,6 +324,16 @@ class Judge:
 
             logging.getLogger("judge").warning("could not log a decision: %s", error)
         return verdict
+
+    async def _judge_image(self, image_id: str | None, source: ImageSource) -> Verdict:
+        started = time.perf_counter()
+        try:
+            loaded = await asyncio.to_thread(self._load, source, image_id)
+        except ImageError as error:
+            return unreadable(image_id, source, error)
+        load_s = time.perf_counter() - started
+        verdicts = [await self._judge_frame(frame, load_s) for frame in loaded]
+        return _combine(verdicts)
 
     def _load(self, source: ImageSource, image_id: str | None) -> list[Any]:
         from judge.images import fit_pixels, load_image

@@ -49,6 +49,7 @@ from judge.engine.priors import Prior, PriorCache
 from judge.engine.verdict import AlternativeEvidence, PreconditionEvidence, RuleVerdict
 from judge.models.base import Backend, YesNoQuery, YesNoResult
 from judge.thresholds import Thresholds
+from judge.video.options import VideoOptions
 from judge.vision.box import Box
 
 if TYPE_CHECKING:
@@ -65,9 +66,13 @@ class JudgeOptions:
     preconditions: bool = True  # False: the rule's text as its only precondition
     objectified: bool = True  # False: the author's source text instead of the objectified text
     first_violation: bool = False  # stop judging an image at its first violated rule
-    all_frames: bool = False  # animated images: judge every frame (default: first frame)
+    # Clips (video, animated images): judge every frame instead of sampling them; a PIL
+    # animation given directly: every frame (default: its first frame).
+    all_frames: bool = False
     # How stage 4b removes the central region: "mean" colour (default), "blur" or "black".
     fill: FillMethod = "mean"
+    # How clips are sampled and what a clip may be (judge.video.options).
+    video: VideoOptions = field(default_factory=VideoOptions)
 
     def __post_init__(self) -> None:
         from judge.errors import InputError
@@ -179,6 +184,16 @@ class Setup:
 
 
 @dataclass
+class SharedRelevance:
+    """Relevance scores shared by several images: the frames of one scene of a clip.
+    The first frame to be judged scores the rules; the others take its scores (the lock
+    makes frames judged at once wait for it instead of scoring again)."""
+
+    scores: dict[str, float | None] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
 class ImageResult:
     rules: list[RuleVerdict]
     calls: Counter[str]
@@ -269,10 +284,13 @@ def _kept(score: float | None, threshold: float) -> bool:
 class _Run:
     """The procedure for one image."""
 
-    def __init__(self, setup: Setup, image: Image.Image, key: str) -> None:
+    def __init__(
+        self, setup: Setup, image: Image.Image, key: str, shared: SharedRelevance | None = None
+    ) -> None:
         self.s = setup
         self.image = image
         self.key = key
+        self.shared = shared
         self.calls: Counter[str] = Counter()
         self.timings: dict[str, float] = {}
         # Raw model answers of this image, shared by every rule that asks the same thing.
@@ -293,40 +311,50 @@ class _Run:
 
     async def relevance(self) -> list[_Rule]:
         rules = [r for r in self.s.rules if r.enabled]
-        texts = [self._rule_text(r) for r in rules]
         scores: list[float | None] = [None] * len(rules)
-        relevant = [True] * len(rules)
         scorer = self.s.relevance if self.s.options.relevance else None
+        if scorer is not None and self.shared is not None:
+            # A clip's scene: scored once, on its first frame to ask (judge.engine.clip).
+            async with self.shared.lock:
+                missing = [r for r in rules if r.id not in self.shared.scores]
+                if missing:
+                    found = await self._scores(scorer, missing)
+                    self.shared.scores.update(zip([r.id for r in missing], found, strict=True))
+                scores = [self.shared.scores[r.id] for r in rules]
+        elif scorer is not None:
+            scores = await self._scores(scorer, rules)
+        out: list[_Rule] = []
+        for i, rule in enumerate(rules):
+            th = self.s.thresholds[rule.id]
+            state = _Rule(rule, th, self._chain(rule), relevance=scores[i])
+            threshold = th.relevance_vlm if scorer == "vlm" else th.relevance
+            if scorer is not None and not _kept(scores[i], threshold):
+                state.outcome = "irrelevant"
+            out.append(state)
+        return out
+
+    async def _scores(
+        self, scorer: RelevanceScorer | Literal["vlm"], rules: list[CompiledRule]
+    ) -> list[float | None]:
+        """The relevance score of each rule on this image; None where there is no usable
+        score (missing, NaN, inf), which keeps the rule (`_kept`)."""
         started = time.perf_counter()
         if scorer == "vlm":
             # The served model is asked about each rule's topic, not its text.
             asked = [queries.relevance_query(rule, self.image, self.key) for rule in rules]
             self.calls["relevance"] += len(asked)
             results = await self.s.backend.yes_no(asked)
-            for i, (rule, result) in enumerate(zip(rules, results, strict=True)):
-                scores[i] = _finite(result.m)
-                # A failed answer keeps the rule: skipping it could only hide a violation.
-                relevant[i] = _kept(result.m, self.s.thresholds[rule.id].relevance_vlm)
-        elif scorer is not None:
+            scores = [_finite(result.m) for result in results]
+        else:
             self.calls["relevance_encoder"] += 1
+            texts = [self._rule_text(r) for r in rules]
             # A scorer may still hand back None or NaN for a text it could not score.
             values: Sequence[float | None] = await asyncio.to_thread(
                 _locked, self.s.encoder_lock, scorer.score, self.image, texts
             )
-            for i, (rule, value) in enumerate(zip(rules, values, strict=True)):
-                score = None if value is None else float(value)
-                scores[i] = _finite(score)
-                relevant[i] = _kept(score, self.s.thresholds[rule.id].relevance)
-        if scorer is not None:
-            self._timed("relevance", started)
-        out: list[_Rule] = []
-        for i, rule in enumerate(rules):
-            th = self.s.thresholds[rule.id]
-            state = _Rule(rule, th, self._chain(rule), relevance=scores[i])
-            if not relevant[i]:
-                state.outcome = "irrelevant"
-            out.append(state)
-        return out
+            scores = [None if value is None else _finite(float(value)) for value in values]
+        self._timed("relevance", started)
+        return scores
 
     def _chain(self, rule: CompiledRule) -> list[_Pre]:
         if self.s.options.preconditions:
@@ -655,8 +683,12 @@ class _Run:
         )
 
 
-async def judge_image(setup: Setup, image: Image.Image, key: str) -> ImageResult:
-    """Run the procedure on one (already resized) image; `key` names it to the back end."""
-    run = _Run(setup, image, key)
+async def judge_image(
+    setup: Setup, image: Image.Image, key: str, shared: SharedRelevance | None = None
+) -> ImageResult:
+    """Run the procedure on one (already resized) image; `key` names it to the back end.
+    With `shared`, the relevance scores come from (or go to) the scores shared by the
+    frames of one scene of a clip, so the scan runs once per scene."""
+    run = _Run(setup, image, key, shared)
     rules = await run.run()
     return ImageResult(rules, run.calls, run.timings)

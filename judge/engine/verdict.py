@@ -80,6 +80,12 @@ class RuleVerdict(_Frozen):
     # Undecided: why. Not violated with undecided preconditions: which precondition
     # decided it, and which stayed undecided, and why.
     reason: str | None = None
+    # A clip: the frame this rule's evidence comes from (the first frame that violated
+    # it, or left it undecided), its time in seconds, and the time of every judged frame
+    # that violated it (after the first, only with --scan-all).
+    frame: int | None = None
+    time: float | None = None
+    violated_at: list[float] = Field(default_factory=list)
 
 
 class RunInfo(_Frozen):
@@ -92,6 +98,47 @@ class RunInfo(_Frozen):
     # How stage 4b removed the central region ("mean", "blur", "black"); None when it was
     # off (no locator, or JudgeOptions.center False).
     fill: str | None = None
+
+
+FrameWhy = Literal["first", "interval", "change", "every"]
+
+
+class FrameVerdict(_Frozen):
+    """One sampled frame of a clip: when it is, why it was taken, and what it showed."""
+
+    index: int  # the frame's number in the clip, from 0
+    time: float  # seconds from the clip's start
+    scene: int  # scenes are numbered from 0; the relevance scan runs once per scene
+    why: FrameWhy  # the first frame, the regular grid, a scene change, or every frame
+    outcome: ImageOutcome | None = None  # None: not judged (sampling stopped before it)
+    violated: list[str] = Field(default_factory=list)
+    undecided: list[str] = Field(default_factory=list)
+    # A near-duplicate of this judged frame: its answers were taken, no model call made.
+    reused_from: int | None = None
+
+
+class ClipInfo(_Frozen):
+    """What a clip was and how it was sampled (judge.engine.clip)."""
+
+    format: str  # mp4, mov, webm, mkv, avi, gif, webp, apng
+    codec: str | None = None
+    width: int
+    height: int
+    duration: float | None = None  # seconds
+    frame_rate: float | None = None  # the clip's own frames per second
+    frames: int  # frames in the clip
+    fps: float | None = None  # the sampling rate asked for; None: every frame
+    interval: float | None = None  # seconds between grid samples, as applied
+    max_frames: int
+    sampled: list[FrameVerdict] = Field(default_factory=list)
+    judged: int = 0  # frames the model was asked about
+    reused: int = 0  # near-duplicates that took a judged frame's answers
+    scenes: int = 0
+    # Early stop: the time of the frame after which the verdict could not change.
+    stopped_at: float | None = None
+    # --max-frames was reached before this time: frames after it were not judged.
+    capped_at: float | None = None
+    changes_dropped: int = 0  # scene-change frames left out to stay within max_frames
 
 
 class Verdict(_Frozen):
@@ -108,10 +155,14 @@ class Verdict(_Frozen):
     # Rules judged from a compile that needs review (allowed with --allow-unreviewed):
     # their part of the verdict rests on output no one has checked.
     needs_review: list[str] = Field(default_factory=list)
-    frame: int | None = None  # for animated images: which frame
+    frame: int | None = None  # a clip or animation: the frame that decided the verdict
     # (width, height) of the pixels the model saw: the space every box is given in.
     image_size: tuple[int, int] | None = None
     run: RunInfo | None = None
+    # A clip: the time (seconds) of `frame`, the frame that decided the verdict (the first
+    # violation, else the first undecided frame), and how the clip was read and sampled.
+    time: float | None = None
+    clip: ClipInfo | None = None
 
 
 # ---- building verdicts -------------------------------------------------------------------
