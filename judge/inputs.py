@@ -17,6 +17,10 @@ from pathlib import Path
 
 from judge.errors import ImageError, InputError
 from judge.images import IMAGE_SUFFIXES, sniff_format
+from judge.video.decode import VIDEO_SUFFIXES, sniff_container, video_available
+
+# What a folder scan picks up: images and video clips (each still read by its bytes).
+_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 _GLOB_CHARS = set("*?[")
 _SNIFF_BYTES = 64
@@ -32,7 +36,7 @@ def expand_inputs(args: Sequence[str]) -> list[str]:
             found = sorted(
                 str(p)
                 for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                if p.is_file() and p.suffix.lower() in _SUFFIXES
             )
             if not found:
                 raise InputError(f"{arg}: the folder holds no image files")
@@ -50,7 +54,8 @@ def expand_inputs(args: Sequence[str]) -> list[str]:
 
 def precheck(path: str) -> ImageError | None:
     """Why the file at `path` cannot be judged, found without decoding it (it exists, is a
-    regular readable file, and starts like a supported image); None if it may be."""
+    regular readable file, and starts like a supported image or video container, with its
+    decoder installed); None if it may be."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -62,7 +67,10 @@ def precheck(path: str) -> ImageError | None:
     try:
         with open(path, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)
-        sniff_format(head)
+        if sniff_container(head) is None:
+            sniff_format(head)
+        elif not video_available():
+            return ImageError(f"{path}: reading video needs PyAV: pip install 'judge[video]'")
     except OSError as error:
         return ImageError(f"{path}: cannot read: {error.strerror or error}")
     except ImageError as error:

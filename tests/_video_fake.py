@@ -93,3 +93,35 @@ class PaletteBackend(Backend):
 def frame_keys(backend: PaletteBackend) -> list[int]:
     """The frame numbers the model was asked about, sorted."""
     return sorted({int(k.split("@")[1]) for k in backend.keys if "@" in k})
+
+
+def frame(*colours: str, side: int = 64) -> Image.Image:
+    """A light grey frame with a square of each toy colour named (side / 4 wide)."""
+    image = Image.new("RGB", (side, side), (215, 215, 215))
+    block = side // 4
+    for i, name in enumerate(colours):
+        x = (i % 2) * (side // 2) + block // 2
+        y = (i // 2) * (side // 2) + block // 2
+        image.paste(COLOURS[name], (x, y, x + block, y + block))
+    return image
+
+
+def clip_frames(
+    segments: Sequence[tuple[Sequence[str], float]], fps: int = 10, side: int = 64
+) -> list[Image.Image]:
+    """Frames of a clip made of (colours, seconds) segments at `fps`."""
+    out: list[Image.Image] = []
+    ends = 0.0
+    for colours, seconds in segments:
+        picture = frame(*colours, side=side)
+        ends += seconds
+        out += [picture] * (round(ends * fps) - len(out))
+    return out
+
+
+def write(path: Path, segments: Sequence[tuple[Sequence[str], float]], **kwargs: Any) -> Path:
+    """Write a clip of (colours, seconds) segments (judge.toy.clips.write_clip)."""
+    from judge.toy.clips import write_clip
+
+    fps = int(kwargs.pop("fps", 10))
+    return write_clip(clip_frames(segments, fps=fps, **kwargs), path, fps=fps)

@@ -50,6 +50,8 @@ _STAGE = {
     "no_cascade": "(reasoning off)",
 }
 _REASON_CHARS = 240
+# Sampled frames listed on a clip's --explain line, at most.
+_FRAMES_SHOWN = 24
 
 
 def _word(outcome: str) -> str:
@@ -203,7 +205,7 @@ def summary_table(verdicts: Sequence[Verdict], width: int) -> Table:
     if has_irrelevant:
         table.add_column("irrelevant", no_wrap=True, justify="right")
     for i, verdict in enumerate(verdicts):
-        row = [escape(names[i]), styled(verdict.outcome)]
+        row = [escape(names[i]), styled(verdict.outcome) + _when(verdict.time)]
         if has_violated:
             row.append(escape(violated[i]))
         if has_why:
@@ -311,19 +313,67 @@ def _relevance(rule: RuleVerdict) -> str:
     return f" [dim]relevance {rule.relevance:.3f} > {rule.relevance_threshold:.3f}[/]"
 
 
+def _when(time: float | None, frame: int | None = None) -> str:
+    """" at 3.00 s" (with " (frame 30)" when given) for a clip's frame; "" otherwise."""
+    if time is None:
+        return ""
+    return f" [dim]at {time:.2f} s{f' (frame {frame})' if frame is not None else ''}[/]"
+
+
+def clip_lines(verdict: Verdict) -> list[str]:
+    """For a clip: what it was, how it was sampled, and each sampled frame's outcome (a
+    near-duplicate as "=T", the time of the frame whose answers it took), as plain text."""
+    clip = verdict.clip
+    if clip is None:
+        return []
+    duration = f"{clip.duration:.2f} s, " if clip.duration is not None else ""
+    rate = f" at {clip.frame_rate:g} fps" if clip.frame_rate else ""
+    codec = f" {clip.codec}" if clip.codec else ""
+    grid = f"every {clip.interval:.2f} s" if clip.interval is not None else "every frame"
+    changes = sum(f.why == "change" for f in clip.sampled)
+    head = (
+        f"clip: {clip.format.upper()}{codec} {clip.width}x{clip.height}, {duration}"
+        f"{clip.frames} frames{rate}; {len(clip.sampled)} sampled ({grid}, {changes} at scene "
+        f"changes), {clip.judged} judged, {clip.reused} near-duplicates reused, "
+        f"{clip.scenes} scene(s)"
+    )
+    if clip.stopped_at is not None:
+        head += f"; stopped at {clip.stopped_at:.2f} s, decided (--scan-all judges the rest)"
+    if clip.capped_at is not None:
+        head += f"; --max-frames reached at {clip.capped_at:.2f} s"
+    times = {f.index: f.time for f in clip.sampled}
+    frames = []
+    for frame in clip.sampled:
+        said: str = frame.outcome or "not judged"
+        if frame.reused_from is not None:
+            said = f"={times.get(frame.reused_from, 0.0):.2f}"
+        frames.append(f"{frame.time:.2f} {said}")
+    shown = frames[:_FRAMES_SHOWN] + ([f"… {len(frames) - _FRAMES_SHOWN} more"]
+                                      if len(frames) > _FRAMES_SHOWN else [])
+    return [head, "frames: " + ", ".join(shown)]
+
+
 def explain_tree(verdict: Verdict, name: str) -> Tree:
     """The evidence of one image as a tree: rule, precondition (the statement, its stage,
     M, prior and d against the band), and the rules the relevance scan skipped, on one
-    line at the end."""
-    title = f"[bold]{escape(name)}[/] {styled(verdict.outcome)}"
+    line at the end. A clip's tree says first how it was sampled, and each rule the time
+    and frame its evidence comes from (the deciding frame's, in the title)."""
+    title = (
+        f"[bold]{escape(name)}[/] {styled(verdict.outcome)}{_when(verdict.time, verdict.frame)}"
+    )
     tree = Tree(title, guide_style="dim")
     if verdict.outcome == "error":
         tree.add(escape(verdict.error or "could not be read"))
         return tree
+    for line in clip_lines(verdict):
+        tree.add(f"[dim]{escape(line)}[/]")
     judged = [r for r in verdict.rules if r.outcome != "irrelevant"]
     skipped = [r for r in verdict.rules if r.outcome == "irrelevant"]
     for rule in judged:
-        node = tree.add(f"[bold]{escape(rule.rule_id)}[/] {styled(rule.outcome)}{_relevance(rule)}")
+        node = tree.add(
+            f"[bold]{escape(rule.rule_id)}[/] {styled(rule.outcome)}"
+            f"{_when(rule.time, rule.frame) if verdict.clip is not None else ''}{_relevance(rule)}"
+        )
         # An undecided alternative says why itself; a rule without evidence cannot, and a
         # rule not violated despite an undecided precondition says so at its head.
         partly = rule.outcome == "not_violated" and bool(rule.undecided_preconditions)

@@ -50,6 +50,7 @@ from judge.errors import InputError
 # Named again explicitly: `judge diff` takes them from here too.
 from judge.inputs import expand_inputs as expand_inputs
 from judge.inputs import precheck as precheck
+from judge.video.options import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoOptions
 
 # ---- the JSONL log -------------------------------------------------------------------------
 
@@ -120,7 +121,8 @@ def exit_code(verdicts: Iterable[Verdict]) -> int:
 @app.command("run")
 def run(
     images: Annotated[
-        list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")
+        list[str],
+        typer.Argument(help="Image or video files, folders (searched recursively) or globs."),
     ],
     constitution: Annotated[
         Path, typer.Option("--constitution", "-c", help="The policy (YAML) or its lock.")
@@ -175,7 +177,28 @@ def run(
         bool, typer.Option("--compile", help="Compile a missing or stale lock first.")
     ] = False,
     all_frames: Annotated[
-        bool, typer.Option("--all-frames", help="Judge every frame of animated images.")
+        bool,
+        typer.Option("--all-frames", help="Judge every frame of clips and animated images."),
+    ] = False,
+    fps: Annotated[
+        float,
+        typer.Option(
+            min=0.001, max=1000,
+            help="Clips: frames sampled per second, plus a frame at each scene change.",
+        ),
+    ] = DEFAULT_FPS,
+    max_frames: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Clips: most frames judged; a longer clip is sampled more sparsely."
+        ),
+    ] = DEFAULT_MAX_FRAMES,
+    scan_all: Annotated[
+        bool,
+        typer.Option(
+            "--scan-all",
+            help="Clips: judge every sampled frame (default: stop once the verdict is decided).",
+        ),
     ] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Images in flight.")] = 8,
     store: Annotated[
@@ -191,6 +214,7 @@ def run(
         first_violation=first_violation,
         all_frames=all_frames,
         fill=fill,  # type: ignore[arg-type]  # JudgeOptions checks the name
+        video=VideoOptions(fps=fps, max_frames=max_frames, scan_all=scan_all),
     )
     done = resume_jsonl(jsonl) if jsonl else set()
     todo = [p for p in paths if p not in done]

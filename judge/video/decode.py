@@ -40,7 +40,7 @@ from typing import IO, Any, Literal
 
 from PIL import Image
 
-from judge.errors import ImageError, VideoError, VideoLimitError
+from judge.errors import ImageError, PixelLimitError, VideoError, VideoLimitError
 from judge.video.options import VideoLimits
 from judge.video.sample import Thumb, as_thumb, thumbnail
 
@@ -93,6 +93,9 @@ def _format_name(demuxer: str, head: bytes) -> str:
 def _head(source: Source, size: int = _HEAD) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source[:size])
+    # A FIFO or a device would block the open or the read: only regular files are read.
+    if not stat.S_ISREG(os.stat(source).st_mode):
+        raise OSError(f"{source}: not a regular file")
     with open(source, "rb") as handle:
         return handle.read(size)
 
@@ -254,6 +257,8 @@ def open_clip(source: Source, limits: VideoLimits | None = None) -> Clip:
     """
     limits = limits or VideoLimits()
     label = None if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    if label is not None:
+        _checked_path(label, limits.max_bytes)
     try:
         head = _head(source)
     except (OSError, ValueError) as error:
@@ -271,6 +276,13 @@ def open_clip(source: Source, limits: VideoLimits | None = None) -> Clip:
 
 
 # ---- video containers (PyAV) ----------------------------------------------------------------
+
+
+def video_available() -> bool:
+    """Whether PyAV is installed, so video containers can be read."""
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
 
 
 def _av() -> Any:
@@ -363,7 +375,7 @@ def _probe(
             raise VideoLimitError(
                 f"the clip has {promised:,} frames, over the limit of {limits.max_frame_count:,}"
             )
-        count, end = _demux_pass(av, container, stream, base, limits, name)
+        count, end = _demux_pass(av, container, stream, base, limits, name, declared)
         if count == 0:
             raise VideoError(f"the {name.upper()} file holds no video frames")
         if promised and count < promised:
@@ -404,7 +416,13 @@ def _declared_duration(container: Any, stream: Any, base: Fraction) -> float | N
 
 
 def _demux_pass(
-    av: Any, container: Any, stream: Any, base: Fraction, limits: VideoLimits, name: str
+    av: Any,
+    container: Any,
+    stream: Any,
+    base: Fraction,
+    limits: VideoLimits,
+    name: str,
+    declared: float | None,
 ) -> tuple[int, float | None]:
     """(packets, end time in seconds) of the video stream, read without decoding."""
     start = stream.start_time or 0
@@ -422,9 +440,12 @@ def _demux_pass(
                 stop = float((packet.pts - start + (packet.duration or 0)) * base)
                 end = stop if end is None else max(end, stop)
                 if end > limits.max_seconds + _TRUNCATION_SLACK_S:
+                    said = (
+                        "gives no duration" if declared is None else f"says {declared:.1f} s"
+                    )
                     raise VideoLimitError(
-                        f"the clip runs past {limits.max_seconds:g} s (the limit), although "
-                        "its header says less"
+                        f"the clip runs past {limits.max_seconds:g} s (the limit); its header "
+                        f"{said}"
                     )
     except av.FFmpegError as error:
         raise VideoError(
@@ -492,7 +513,25 @@ def _frame_ms(image: Image.Image) -> int:
         ms = int(value) if value is not None else 0
     except (TypeError, ValueError):
         ms = 0
+    return _shown_ms(ms)
+
+
+def _shown_ms(ms: int) -> int:
     return ms if ms >= _MIN_FRAME_MS else _DEFAULT_FRAME_MS
+
+
+def _webp_durations(data: bytes) -> list[int]:
+    """Each frame's duration (ms) from an animated WebP's ANMF chunks, read from the file's
+    structure: Pillow gives a WebP frame's duration only once it is decoded."""
+    out: list[int] = []
+    pos = 12
+    while pos + 8 <= len(data):
+        kind = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if kind == b"ANMF" and size >= 16:
+            out.append(int.from_bytes(data[pos + 20 : pos + 23], "little"))
+        pos += 8 + size + (size & 1)
+    return out
 
 
 def _open_animation(data: bytes, limits: VideoLimits) -> Clip:
@@ -500,6 +539,8 @@ def _open_animation(data: bytes, limits: VideoLimits) -> Clip:
 
     try:
         fmt, opened = open_checked(data, limits.max_pixels)
+    except PixelLimitError as error:
+        raise VideoLimitError(str(error)) from None
     except ImageError as error:
         raise VideoError(str(error)) from None
     name = {"GIF": "gif", "WEBP": "webp", "PNG": "apng"}.get(fmt)
@@ -512,14 +553,19 @@ def _open_animation(data: bytes, limits: VideoLimits) -> Clip:
                 f"the animation has {frames:,} frames, over the limit of "
                 f"{limits.max_frame_count:,}"
             )
-        total_ms = 0
-        try:
-            for index in range(frames):
-                image.seek(index)  # reads the frame's header; its pixels decode later
-                total_ms += _frame_ms(image)
-        except Exception as error:
-            raise VideoError(f"corrupt {fmt} animation at frame {index}: {error}") from None
+        durations = [_shown_ms(ms) for ms in _webp_durations(data)] if fmt == "WEBP" else []
+        if not durations:
+            try:
+                for index in range(frames):
+                    image.seek(index)  # reads the frame's header; its pixels decode later
+                    durations.append(_frame_ms(image))
+            except Exception as error:
+                raise VideoError(f"corrupt {fmt} animation at frame {index}: {error}") from None
+        if len(durations) != frames:
+            raise VideoError(f"corrupt {fmt} animation: {frames} frames, "
+                             f"{len(durations)} frame durations")
         width, height = image.size
+    total_ms = sum(durations)
     duration = total_ms / 1000
     if duration > limits.max_seconds:
         raise VideoLimitError(
@@ -536,13 +582,16 @@ def _open_animation(data: bytes, limits: VideoLimits) -> Clip:
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
     )
-    return _AnimationClip(probe, limits, data)
+    return _AnimationClip(probe, limits, data, durations)
 
 
 class _AnimationClip(Clip):
-    def __init__(self, probe: ClipProbe, limits: VideoLimits, data: bytes) -> None:
+    def __init__(
+        self, probe: ClipProbe, limits: VideoLimits, data: bytes, durations: list[int]
+    ) -> None:
         super().__init__(probe, limits)
         self._data = data
+        self._durations = durations
 
     def frames(self) -> Iterator[DecodedFrame]:
         from judge.images import open_checked, to_rgb
@@ -563,7 +612,7 @@ class _AnimationClip(Clip):
                 except Exception as error:
                     raise VideoError(f"corrupt {name} at frame {index}: {error}") from None
                 yield DecodedFrame(index, elapsed_ms / 1000, thumbnail(rgb), _constant(rgb))
-                elapsed_ms += _frame_ms(image)
+                elapsed_ms += self._durations[index]
 
 
 def _constant(image: Image.Image) -> Callable[[], Image.Image]:
