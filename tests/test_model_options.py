@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,3 +177,32 @@ def test_bench_command_starts_a_registered_name_like_any_model(
         model="tiny-writer", server="http://127.0.0.1:9999/v1"
     )
     assert config.compile_max_tokens is None  # the bench reads the name's own cap
+
+
+def test_serve_holds_the_shared_options_and_builds_its_judge_from_them(tmp_path: Path) -> None:
+    """`judge serve`'s options are the shared model options plus its own switches, and each
+    policy it loads judges through the one back end the service opened."""
+    from dataclasses import fields
+
+    from judge.constitution import Constitution
+    from judge.serve import ModelOptions as ServeOptions
+    from judge.serve.policy import PolicyHolder
+    from judge.store import Store
+
+    shared_fields = {f.name for f in fields(ModelOptions)}
+    assert issubclass(ServeOptions, ModelOptions)
+    assert not shared_fields & set(inspect.get_annotations(ServeOptions))
+    path = tmp_path / "policy.yaml"
+    path.write_text("name: p\nrules:\n  - id: no-red\n    text: No red.\n"
+                    "    preconditions:\n      - red\n")
+    policy = Constitution.load(path)
+    policy.compile(None)  # hand-written preconditions: no model needed
+    policy.save_lock()
+    shared = ScriptedBackend(RED)
+    options = ServeOptions(relevance="off", locator="off", no_cascade=True)
+    with Store(tmp_path / "store.sqlite3") as store:
+        active = PolicyHolder(path, options, shared, store).build()
+        judge = active.judge
+        assert judge.backend is shared and judge.options.cascade is False
+        verdict = judge.judge(("img", Image.new("RGB", (16, 16), (220, 30, 30))))
+        assert verdict.outcome == "unsafe"

@@ -20,18 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from judge.errors import InputError, JudgeError
+from judge.models import options as models
 
 
 @dataclass(frozen=True)
-class ModelOptions:
-    """The model options of `judge serve`, the same as `judge`'s."""
+class ModelOptions(models.ModelOptions):
+    """`judge serve`'s options: the model options every command shares
+    (`judge.models.options.ModelOptions`), and how each request is judged."""
 
-    model: str | None = None
-    backend: str | None = None
-    server: str | None = None
-    api_key: str | None = None
-    relevance: str | None = None
-    locator: str | None = None
     thresholds: Path | None = None
     allow_unreviewed: bool = False
     no_relevance: bool = False
@@ -114,10 +110,7 @@ class PolicyHolder:
         opts = self.options
         judge = Judge(
             lock,
-            model=opts.model,
-            backend=self.backend,
-            relevance=opts.relevance,
-            locator=opts.locator,
+            **opts.judge_kwargs(backend=self.backend),
             thresholds=opts.thresholds,
             options=JudgeOptions(
                 relevance=not opts.no_relevance,

@@ -46,7 +46,6 @@ def build_service(config: ServeConfig, options: ModelOptions, backend: Any = Non
             be found (2) or loaded (3).
     """
     from judge import Constitution, Store
-    from judge.models.resolve import resolve_model
 
     constitution = Constitution.load(config.constitution)
     lock = constitution.lock  # LockError now, not after the port opened
@@ -64,9 +63,7 @@ def build_service(config: ServeConfig, options: ModelOptions, backend: Any = Non
             )
     model = options.model or lock.defaults.model
     if backend is None:
-        choice = resolve_model(
-            model, backend=options.backend or lock.defaults.backend, server=options.server
-        )
+        choice = options.resolve(default_model=model, default_backend=lock.defaults.backend)
         backend = choice.open(options.api_key)
     if model != options.model:
         from dataclasses import replace
