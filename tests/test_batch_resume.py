@@ -206,3 +206,23 @@ def test_parquet_rows_without_ids_are_named_by_their_file(
     assert set(_rows(tmp_path / "out.parquet")) == {f"{files[0]}:row-0", f"{files[1]}:row-0"}
     again = run_batch(_options(tmp_path, files, UP))  # the same ids: all resumed
     assert (again.judged, again.skipped) == (0, 2)
+
+
+def test_every_row_records_what_made_its_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict column carries the lock hash, the model and back end, and each prompt
+    template's version (issue 25: every decision records what made it)."""
+    import json
+
+    from judge import prompts
+
+    use_local_pipeline(monkeypatch)
+    options = _options(tmp_path, [_png(tmp_path / "a.png")], UP)
+    run_batch(options)
+    [row] = _rows(tmp_path / "out.parquet").values()
+    run = json.loads(row["verdict"])["run"]
+    assert run["lock_hash"] == options.spec.lock.lock_hash()
+    assert (run["model_id"], run["backend"]) == (UP.model_id, UP.kind)
+    assert run["prompt_versions"]["visibility_question"] == \
+        prompts.versions("visibility_question")["visibility_question"]
