@@ -50,6 +50,7 @@ class PaletteBackend(Backend):
         self.keys: Counter[str] = Counter()  # image key -> queries about it
         self.fail_keys = set(fail_keys)
         self.raise_keys = set(raise_keys)
+        self._seen: dict[str, set[str]] = {}  # image key -> colours (each image read once)
 
     @property
     def model_id(self) -> str:
@@ -71,7 +72,9 @@ class PaletteBackend(Backend):
             if any(key.startswith(k) for k in self.fail_keys):
                 out.append(YesNoResult(0.0, 0.0, missing=True))
                 continue
-            present = colours_in(q.image)
+            present = self._seen.get(key)
+            if present is None:
+                present = self._seen[key] = colours_in(q.image)
             topic = _TOPIC.search(q.question)
             if topic:
                 self.asked["relevance"] += 1

@@ -149,10 +149,11 @@ async def judge_clip(
         verdict = await run.run()
     except ImageError as error:  # corrupt past the demux pass: found while decoding
         return unreadable(name, source, error)
+    if verdict.run is None:  # refused before any frame was judged
+        return verdict
     timings = dict(verdict.run.timings) if verdict.run is not None else {}
     timings["probe"] = round(probe_s, 6)
     timings["total"] = round(time.perf_counter() - started, 6)
-    assert verdict.run is not None
     return verdict.model_copy(update={"run": verdict.run.model_copy(update={"timings": timings})})
 
 

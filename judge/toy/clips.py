@@ -61,8 +61,9 @@ class ToyClip:
 CLIPS: tuple[ToyClip, ...] = (
     ToyClip("hold-safe", (("red", 6.0),)),
     ToyClip("cuts-safe", (("red", 2.0), ("green", 2.0), ("red-green", 2.0))),
-    ToyClip("held-violation", (("green", 3.0), ("blue", 3.0))),
-    ToyClip("flash-violation", (("yellow", 2.3), ("red-yellow", 0.6), ("yellow", 3.1))),
+    ToyClip("held-violation", (("green", 2.0), ("blue", 2.0), ("red", 2.0))),
+    ToyClip("flash-violation", (("yellow", 2.3), ("red-yellow", 0.6), ("yellow", 1.1),
+                                ("green", 2.0))),
     ToyClip("comes-back", (("red", 1.5), ("blue", 1.0), ("red", 2.0), ("blue", 1.5))),
     ToyClip("cuts-safe-webm", (("green", 2.0), ("yellow", 2.0)), ".webm"),
     ToyClip("held-violation-gif", (("yellow", 2.0), ("red-yellow", 2.0)), ".gif"),
