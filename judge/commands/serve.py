@@ -76,6 +76,19 @@ def serve(
     timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds per image before its rules are undecided.")
     ] = 120.0,
+    max_video_bytes: Annotated[
+        int, typer.Option(min=64, help="Largest video clip (/v1/judge; the body limit holds "
+                          "too).")
+    ] = 32 * 1024 * 1024,
+    max_video_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Longest video clip, read before decoding.")
+    ] = 300.0,
+    max_video_pixels: Annotated[
+        int, typer.Option(min=1, help="Largest width x height of a clip's frames.")
+    ] = 3840 * 2160,
+    video_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds per clip before its rules are undecided.")
+    ] = 600.0,
     allow_remote_host: Annotated[
         list[str] | None,
         typer.Option(help="Fetch http(s) image URLs from this host (repeat; '*.example.com' "
@@ -133,6 +146,10 @@ def serve(
             max_concurrent=max_concurrent,
             max_queue=max_queue,
             request_timeout_s=timeout,
+            max_video_bytes=max_video_bytes,
+            max_video_seconds=max_video_seconds,
+            max_video_pixels=max_video_pixels,
+            video_timeout_s=video_timeout,
         ),
         remote=RemoteImages(
             allow_hosts=tuple(allow_remote_host or ()),

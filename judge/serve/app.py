@@ -38,7 +38,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from judge import __version__
 from judge.serve.auth import bearer
 from judge.serve.guard import Guard
-from judge.serve.inputs import ImageBytes, check_bytes, fetch_remote, from_base64, from_data_url
+from judge.serve.inputs import (
+    ImageBytes,
+    check_bytes,
+    fetch_remote,
+    from_base64,
+    from_data_url,
+    largest,
+)
 from judge.serve.moderation import (
     InputPart,
     ModerationRequest,
@@ -359,10 +366,12 @@ async def _moderation_images(body: ModerationRequest, service: Service) -> list[
     return images
 
 
-async def _from_url(url: str, service: Service, param: str) -> ImageBytes:
+async def _from_url(url: str, service: Service, param: str, video: bool = False) -> ImageBytes:
+    """The input a URL names; a video clip only where `video` (/v1/judge), else 415."""
+    limits = service.config.limits
     if url[:5].lower() == "data:":
-        return await asyncio.to_thread(from_data_url, url, service.config.limits, param)
-    return await fetch_remote(url, service.config.remote, service.config.limits, param)
+        return await asyncio.to_thread(from_data_url, url, limits, param, video=video)
+    return await fetch_remote(url, service.config.remote, limits, param, video=video)
 
 
 async def _native_inputs(
@@ -385,9 +394,10 @@ async def _native_inputs(
             raise ApiError(400, "bad_request", f"{param}: give exactly one of data (base64) "
                            "and url", param=param)
         if item.data is not None:
-            images.append(await asyncio.to_thread(from_base64, item.data, limits, param))
+            images.append(await asyncio.to_thread(
+                from_base64, item.data, limits, param, video=True))
         else:
-            images.append(await _from_url(str(item.url), service, param))
+            images.append(await _from_url(str(item.url), service, param, video=True))
         ids.append(item.id)
     return images, ids, body.explain, body.rules
 
@@ -414,9 +424,9 @@ async def _multipart(
                 if len(images) >= limits.max_images:
                     raise ApiError(413, "too_many_images", "more images than the limit of "
                                    f"{limits.max_images}", param=key)
-                data = await value.read(limits.max_image_bytes + 1)
+                data = await value.read(largest(limits, True) + 1)
                 images.append(await asyncio.to_thread(
-                    check_bytes, data, limits, f"{key}[{len(images)}]", "upload"))
+                    check_bytes, data, limits, f"{key}[{len(images)}]", "upload", video=True))
                 ids.append(value.filename or None)
             elif key == "explain":
                 explain = _flag(value)

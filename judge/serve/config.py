@@ -28,6 +28,12 @@ class Limits:
         max_queue: requests waiting for a slot; one more is answered 429 with Retry-After.
         request_timeout_s: how long an image may take before its rules are "undecided".
         retry_after_s: the Retry-After a 429 suggests.
+        max_video_bytes: the largest video clip (MP4/MOV, WebM/MKV, AVI) sent to
+            /v1/judge (413); the request body must fit `max_body_bytes` too.
+        max_video_seconds: the longest clip (413), from its header and then its packets,
+            before any frame is decoded.
+        max_video_pixels: the largest frame of a clip (413).
+        video_timeout_s: how long a clip may take before its rules are "undecided".
     """
 
     max_body_bytes: int = 32 * 1024 * 1024
@@ -38,6 +44,10 @@ class Limits:
     max_queue: int = 64
     request_timeout_s: float = 120.0
     retry_after_s: int = 1
+    max_video_bytes: int = 32 * 1024 * 1024
+    max_video_seconds: float = 300.0
+    max_video_pixels: int = 3840 * 2160
+    video_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ JSON body:
      "explain": false, "rules": ["rule-id", ...]}
 
 or multipart/form-data: image files (any field name; the file name becomes the image id),
-`explain=true`, and `rules=a,b` (or `rules` repeated).
+`explain=true`, and `rules=a,b` (or `rules` repeated). A video clip (MP4/MOV, WebM/MKV,
+AVI; base64, a `data:video/...` URL or an upload) is judged as a clip under the video
+limits, and its verdict names the deciding frame and its time (docs/video.md).
 
 The answer: `{"id", "policy": {"name", "lock_hash"}, "summary": {...}, "verdicts": [...]}`.
 Each verdict is exactly a `judge.Verdict` as JSON. Without `explain`, each rule keeps its
@@ -25,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class NativeImage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    data: str | None = Field(None, description="The image file, base64-encoded.")
+    data: str | None = Field(None, description="The image or video file, base64-encoded.")
     url: str | None = Field(None, description="A data URL, or an http(s) URL of an "
                             "allowed host.")
     id: str | None = Field(None, max_length=200, description="A name for the verdict.")

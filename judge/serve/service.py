@@ -229,7 +229,8 @@ class Service:
         # The Judge and both logs see the generated id, never the caller's: a caller's name
         # cannot pose as another request's image. The answer shows the caller's name.
         image_id = f"{request_id}/{index}"
-        timeout = self.config.limits.request_timeout_s
+        limits = self.config.limits
+        timeout = limits.video_timeout_s if image.video else limits.request_timeout_s
         started = time.perf_counter()
         try:
             verdict = await asyncio.wait_for(
