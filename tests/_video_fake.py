@@ -43,7 +43,7 @@ class PaletteBackend(Backend):
     kind = "fake-palette"
 
     def __init__(
-        self, *, fail_keys: Sequence[str] = (), raise_keys: Sequence[str] = ()
+        self, *, fail_keys: Sequence[str] = (), raise_keys: Sequence[str] = (), **_: Any
     ) -> None:
         super().__init__()
         self.asked: Counter[str] = Counter()  # kind -> queries

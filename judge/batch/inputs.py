@@ -21,7 +21,7 @@ from judge.inputs import expand_inputs
 
 # An image larger than this is an error row, not a worker out of memory.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
-_IMAGE_KEYS = ("image", "path", "file")
+_IMAGE_KEYS = ("image", "path", "file", "video_path")
 
 
 def discover(args: Sequence[str], *, allow_outside: bool = False) -> list[dict[str, Any]]:

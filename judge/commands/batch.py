@@ -27,6 +27,7 @@ from judge.commands.model_options import (
     server_arg,
 )
 from judge.errors import InputError
+from judge.video.options import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 
 
 def _thresholds(path: Path | None) -> dict[str, Any] | None:
@@ -100,6 +101,15 @@ def batch(
     no_cascade: Annotated[bool, typer.Option("--no-cascade")] = False,
     first_violation: Annotated[bool, typer.Option("--first-violation")] = False,
     all_frames: Annotated[bool, typer.Option("--all-frames")] = False,
+    fps: Annotated[
+        float, typer.Option(min=0.001, max=1000, help="Clips: frames sampled per second.")
+    ] = DEFAULT_FPS,
+    max_frames: Annotated[
+        int, typer.Option(min=1, help="Clips: most frames judged per clip.")
+    ] = DEFAULT_MAX_FRAMES,
+    scan_all: Annotated[
+        bool, typer.Option("--scan-all", help="Clips: judge every sampled frame.")
+    ] = False,
     allow_unreviewed: Annotated[bool, typer.Option("--allow-unreviewed")] = False,
     allow_outside_paths: Annotated[
         bool,
@@ -137,6 +147,7 @@ def batch(
     from judge.constitution import Constitution
     from judge.engine.procedure import JudgeOptions
     from judge.models.options import ModelOptions
+    from judge.video.options import VideoOptions
 
     if out.suffix.lower() != ".parquet" and not out.is_dir():
         raise InputError(f"--out {out}: name the output folder OUT.parquet")
@@ -148,6 +159,7 @@ def batch(
         first_violation=first_violation,
         all_frames=all_frames,
         fill=fill,  # type: ignore[arg-type]  # JudgeOptions checks the name
+        video=VideoOptions(fps=fps, max_frames=max_frames, scan_all=scan_all),
     )
     policy = Constitution.load(constitution)
     lock = policy.lock

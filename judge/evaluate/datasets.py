@@ -12,6 +12,12 @@ Four forms, all read into the same `LabelledSet`:
   rule ids, or data set categories when a mapping file is given (`category` works too);
   `split`, `id` and `metadata` are optional, and unknown keys go into `metadata`
   (`violated` and `meta` are accepted for `rules` and `metadata`).
+  A record may name a video clip instead (MP4/MOV, WebM/MKV, AVI, or an animated GIF/WebP),
+  as Video-SafetyBench lays its rows out: `video_path` (or `video`) for the file,
+  `question_id` for the id, `category` mapped to rule ids by a mapping file::
+
+      {"video_path": "videos/0001.mp4", "question_id": "0001", "label": "unsafe",
+       "category": "Violent Crimes", "subcategory": "Assault"}
 * an image folder: `safe/...` and `unsafe/<rule_id>/...` (any depth below); optionally one
   level of split folders above them (`train/safe/...`, `test/unsafe/...`).
 * a CSV file with a header row and the JSONL keys as columns (`rules` split on `;` or `|`).
@@ -44,14 +50,18 @@ from typing import Any, Literal
 
 from judge.errors import DatasetError
 from judge.images import IMAGE_SUFFIXES
+from judge.video.decode import VIDEO_SUFFIXES
 
 Label = Literal["safe", "unsafe"]
-_IMAGE_KEYS = ("image", "path", "file")
+_IMAGE_KEYS = ("image", "path", "file", "video_path", "video")
+# What a folder layout picks up: images and clips.
+_MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 _LABEL_KEYS = ("label", "safety_label")
 _RULE_KEYS = ("rules", "violated")
 _META_KEYS = ("metadata", "meta")
 _KNOWN_KEYS = frozenset(
-    {*_IMAGE_KEYS, *_LABEL_KEYS, *_RULE_KEYS, *_META_KEYS, "category", "split", "id"}
+    {*_IMAGE_KEYS, *_LABEL_KEYS, *_RULE_KEYS, *_META_KEYS, "category", "split", "id",
+     "question_id"}
 )
 
 
@@ -364,7 +374,7 @@ def _record(
     split = row.get("split")
     if split is not None and not isinstance(split, str):
         raise DatasetError(f"{where}: split must be a string, not {split!r}")
-    raw_id = row.get("id")
+    raw_id = row.get("id", row.get("question_id"))
     if raw_id is not None and not isinstance(raw_id, (str, int)):
         raise DatasetError(f"{where}: id must be a string or a number, not {raw_id!r}")
     return Example(
@@ -449,7 +459,7 @@ def _read_folder(root: Path, allow_outside: bool) -> Iterator[Example]:
         if not unsafe.is_dir():
             continue
         for loose in (p for p in unsafe.iterdir() if p.is_file()):
-            if loose.suffix.lower() in IMAGE_SUFFIXES:
+            if loose.suffix.lower() in _MEDIA_SUFFIXES:
                 raise DatasetError(
                     f"{loose.relative_to(root)}: images under unsafe/ go in a folder named "
                     "after the violated rule: unsafe/<rule_id>/"
@@ -463,7 +473,7 @@ def _images_below(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
+        p for p in folder.rglob("*") if p.suffix.lower() in _MEDIA_SUFFIXES and not p.is_dir()
     )
 
 
