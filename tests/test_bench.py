@@ -266,6 +266,8 @@ RATIO_ROWS = {
                 "images/s at concurrency 16", "images/s at concurrency 64"],
     "memory": ["RSS early -> late (after warm-up)"],
     "compile": ["speed-up (sequential / batched)"],
+    "video": ["5 s clip: model queries, reuse on / off", "10 s clip: model queries, reuse on / off",
+              "cost vs length (reuse on, s per clip)"],
 }
 
 
@@ -318,11 +320,17 @@ def test_bench_quick_against_real_vllm(
     assert summary["cache_hit_usage"] is not None and summary["cache_hit_usage"] > 0, summary
     assert summary["computed_over_ideal"] is not None, summary
     assert summary["computed_over_ideal"] >= 1.0, summary
+    # Clips: reuse and early stopping ask fewer queries, and change no verdict.
+    assert summary["video_early_stop_same"] is True, summary
+    assert summary["video_early_stop_queries"] < summary["video_scan_all_queries"], summary
+    for length, queries in summary["video_queries_per_clip"].items():
+        assert queries < summary["video_queries_per_clip_no_reuse"][length], summary
     # The last line is the one-line summary, with every key ratio.
     last = printed.strip().splitlines()[-1]
     assert last.startswith("bench: ")
     for key in ("cache_hit=", "computed/ideal=", "speedup_vs_naive=", "verdicts_same=",
-                "scaling_c64/c1=", "rss_late/early=", "compile_batched/seq=", "gpu=skipped"):
+                "scaling_c64/c1=", "rss_late/early=", "compile_batched/seq=", "gpu=skipped",
+                "video="):
         assert key in last, (key, last)
     assert "n/a" not in last.split("gpu=")[0], last
 

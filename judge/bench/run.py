@@ -13,7 +13,9 @@ the engine"):
 5. compile: precondition extraction for a 100-rule constitution, batched vs sequential;
 6. gpu: s/image and images/s with a real model on a GPU, when one is given;
 7. fleet: two or more replicas, prefix-aware routing against round-robin
-   (judge.bench.fleet).
+   (judge.bench.fleet);
+8. video: frames judged per second, model queries per clip with and without reuse, and
+   the cost per clip against its length (judge.bench.video).
 
 Images come from the toy world's scene generator, drawn lazily, with disjoint seeds per
 section so no section is served from another's prefix cache. Where the server allows it
@@ -53,6 +55,8 @@ from judge.bench.probes import (
     server_root,
     tokenize_chat,
 )
+from judge.bench.video import LENGTHS as VIDEO_LENGTHS
+from judge.bench.video import run_video_section, video_summary
 from judge.constitution.schema import Lock
 from judge.engine.verdict import Verdict
 from judge.errors import InputError
@@ -64,9 +68,11 @@ SPEEDUP_TARGET = 5.0
 FLAT_TARGET = 1.10  # late/early RSS at most this
 
 # Seeds of each section's scenes; far apart so sections never share an image.
-SECTIONS: tuple[str, ...] = ("prefill", "naive", "scaling", "memory", "compile", "gpu", "fleet")
+SECTIONS: tuple[str, ...] = (
+    "prefill", "naive", "scaling", "memory", "compile", "gpu", "fleet", "video"
+)
 # These need the (vLLM) server; "gpu" needs none, and "fleet" its own replicas.
-SERVER_SECTIONS = SECTIONS[:5]
+SERVER_SECTIONS = (*SECTIONS[:5], "video")
 
 SEEDS = {"warmup": 900_000, "main": 100_000, "scaling": 200_000, "memory": 300_000, "gpu": 400_000}
 
@@ -96,6 +102,7 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     fleet_servers: tuple[str, ...] = ()  # two or more replicas for the fleet section
     fleet_images: int = 24
+    video_lengths: tuple[float, ...] = VIDEO_LENGTHS  # seconds of each bench clip
 
     @property
     def server(self) -> str:
@@ -147,6 +154,7 @@ class BenchResult:
             "gpu=" + (fmt("gpu_images_per_s", ".2f", " img/s") if "gpu_images_per_s" in s
                       else "skipped"),
             fleet_summary(s),
+            video_summary(s),
         ]
         return "bench: " + " | ".join(parts)
 
@@ -358,6 +366,8 @@ class Bench:
             await self._gpu()
         if "fleet" in wanted:
             await run_fleet_section(self, self.config.fleet_servers, self.config.fleet_images)
+        if "video" in wanted:
+            await run_video_section(self, self.config.video_lengths, reset_prefix_cache)
         self._tmp.cleanup()
         return self.result
 

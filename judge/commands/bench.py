@@ -84,8 +84,9 @@ def bench(
         None,
         "--sections",
         help="Sections, comma-separated: prefill, naive, scaling, memory, compile, gpu, "
-        "fleet (default: all of them; fleet needs two --server URLs, or is asked for by "
-        "name and then starts two local replicas).",
+        "fleet, video (default: all of them; fleet needs two --server URLs, or is asked for "
+        "by name and then starts two local replicas; video judges 5, 20 and 60 s clips, "
+        "5 and 10 s with --quick).",
     ),
     fleet_images: int | None = typer.Option(
         None, "--fleet-images", help="Images per routing policy in the fleet section "
@@ -104,6 +105,7 @@ def bench(
     from rich.console import Console
 
     from judge.bench.run import SERVER_SECTIONS, BenchConfig, render, run_bench
+    from judge.bench.video import LENGTHS, QUICK_LENGTHS
     from judge.models.fleet import split_servers
     from judge.models.options import ModelOptions
     from judge.models.resolve import resolve_model
@@ -132,6 +134,7 @@ def bench(
         sections=chosen,
         fleet_servers=tuple(servers) if len(servers) > 1 else (),
         fleet_images=fleet_images if fleet_images is not None else (12 if quick else 24),
+        video_lengths=QUICK_LENGTHS if quick else LENGTHS,
     )
 
     def model_path() -> Path:
