@@ -85,9 +85,10 @@ def test_media_kind(clips: dict[str, Path], tmp_path: Path) -> None:
         assert media_kind(clips[suffix].read_bytes()) == "video"
     for suffix in (".gif", ".webp", ".png"):
         assert media_kind(clips[suffix]) == "animation", suffix
-    still = tmp_path / "still.gif"
-    frame("red").save(still)
-    assert media_kind(still) == "image"
+    for name in ("still.gif", "still.png", "still.webp"):
+        frame("red").save(tmp_path / name)
+        assert media_kind(tmp_path / name) == "image", name
+    assert media_kind(_png(frame("red"))) == "image"
     assert media_kind(tmp_path / "missing.mp4") == "image"  # the image loader says why
     assert media_kind(b"GIF89a broken") == "image"
 

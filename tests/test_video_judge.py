@@ -280,3 +280,18 @@ def test_a_clip_sampled_short_of_its_end_cannot_be_safe(
     every = judge(tmp_path, data, all_frames=True, max_frames=10)
     assert every.outcome == "error" and "--all-frames" in (every.error or "")
     assert "over --max-frames 10" in (every.error or "")
+
+
+def test_a_rule_subset_names_its_own_deciding_frame(tmp_path: Path) -> None:
+    """The service's rule subset (judge.serve.moderation.restrict) recomputes the clip's
+    deciding frame from the rules kept, not the whole policy's."""
+    from judge.serve.moderation import restrict
+
+    path = write(tmp_path / "c.mp4", [(("green",), 1.0), (("blue",), 1.0),
+                                      (("red", "yellow"), 1.0), (("green",), 1.0)])
+    verdict = judge(tmp_path, path, scan_all=True)
+    assert (verdict.time, verdict.frame) == (1.0, 10)
+    narrowed = restrict(verdict, ["red-and-yellow", "green-and-yellow"])
+    assert (narrowed.outcome, narrowed.time, narrowed.frame) == ("unsafe", 2.0, 20)
+    safe = restrict(verdict, ["green-and-yellow"])
+    assert (safe.outcome, safe.time, safe.frame) == ("safe", None, None)

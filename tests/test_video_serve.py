@@ -57,6 +57,12 @@ def test_a_clip_in_a_multipart_upload_and_in_json(served: Running, clip: bytes) 
     for item in ({"data": text, "id": "as-base64"}, {"url": "data:video/mp4;base64," + text}):
         verdict = served.post("/v1/judge", json={"images": [item]}).json()["verdicts"][0]
         assert (verdict["outcome"], verdict["time"]) == ("unsafe", 1.0)
+    # A rule subset narrows a clip's verdict and its deciding frame to those rules.
+    subset = served.post("/v1/judge", json={"images": [{"data": text}],
+                                            "rules": ["blue-anywhere", "red-and-yellow"]})
+    narrowed = subset.json()["verdicts"][0]
+    assert [r["rule_id"] for r in narrowed["rules"]] == ["blue-anywhere", "red-and-yellow"]
+    assert (narrowed["outcome"], narrowed["time"], narrowed["frame"]) == ("unsafe", 1.0, 10)
     logged = [r for r in served.rows() if r["image_sha256"] == video["sha256"]]
     assert logged and logged[0]["violated"] == ["blue-anywhere"]  # in the decision log
 

@@ -47,6 +47,7 @@ from judge.engine.verdict import (
     FrameVerdict,
     RuleVerdict,
     Verdict,
+    deciding_frame,
     image_outcome,
     make_verdict,
     model_failure,
@@ -216,9 +217,10 @@ class _ClipRun:
                         self.stopped_at = head.time
                     break
         finally:
-            for pending in window:
-                if pending.task is not None and not pending.task.done():
-                    pending.task.cancel()
+            cancelled = [p.task for p in window if p.task is not None and not p.task.done()]
+            for task in cancelled:
+                task.cancel()
+            await asyncio.gather(*cancelled, return_exceptions=True)
             close = getattr(frames, "close", None)
             if close is not None:
                 await asyncio.to_thread(close)
@@ -368,7 +370,7 @@ class _ClipRun:
             fill=self.options.fill_used(self.setup.locator),
             size=first.size if first is not None else None,
         )
-        deciding = _deciding(verdict.outcome, rules)
+        deciding = deciding_frame(verdict.outcome, rules)
         sampler = self.sampler
         info = ClipInfo(
             format=probe.format,
@@ -399,18 +401,3 @@ class _ClipRun:
 def _at(rule: RuleVerdict, frame: _Frame, **update: Any) -> RuleVerdict:
     """`rule` as the clip's verdict for it, its evidence from `frame`."""
     return rule.model_copy(update={"frame": frame.index, "time": round(frame.time, 6), **update})
-
-
-def _deciding(outcome: str, rules: list[RuleVerdict]) -> tuple[int, float] | None:
-    """(index, time) of the frame that decided the clip: its first violation when unsafe,
-    its first undecided frame when undecided; None when safe."""
-    wanted = {"unsafe": "violated", "undecided": "undecided"}.get(outcome)
-    found = [
-        (r.time, r.frame)
-        for r in rules
-        if r.outcome == wanted and r.time is not None and r.frame is not None
-    ]
-    if not found:
-        return None
-    when, index = min(found)
-    return index, when

@@ -184,6 +184,22 @@ def image_outcome(rules: Sequence[RuleVerdict]) -> tuple[ImageOutcome, list[str]
     return "safe", violated, undecided
 
 
+def deciding_frame(outcome: str, rules: Sequence[RuleVerdict]) -> tuple[int, float] | None:
+    """(index, time) of the frame that decided a clip with these rules: its first
+    violation when unsafe, its first undecided frame when undecided; None when safe (or
+    when the rules carry no frame: an image)."""
+    wanted = {"unsafe": "violated", "undecided": "undecided"}.get(outcome)
+    found = [
+        (r.time, r.frame)
+        for r in rules
+        if r.outcome == wanted and r.time is not None and r.frame is not None
+    ]
+    if not found:
+        return None
+    when, index = min(found)
+    return index, when
+
+
 def partly_undecided(rules: Sequence[RuleVerdict]) -> list[str]:
     """Ids of the rules decided "not violated" while some precondition stayed undecided."""
     return [r.rule_id for r in rules if r.outcome == "not_violated" and r.undecided_preconditions]

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from judge.engine.verdict import image_outcome, partly_undecided
+from judge.engine.verdict import deciding_frame, image_outcome, partly_undecided
 
 #: OpenAI's moderation categories, as its API spells the keys of `categories`.
 OPENAI_CATEGORIES = (
@@ -241,7 +241,11 @@ def restrict(verdict: Any, rule_ids: list[str]) -> Any:
     outcome, violated, undecided = image_outcome(rules)
     if verdict.outcome == "error":
         outcome = "error"
-    return verdict.model_copy(
-        update={"rules": rules, "violated": violated, "undecided": undecided, "outcome": outcome,
-                "partly_undecided": partly_undecided(rules)}
-    )
+    update: dict[str, Any] = {
+        "rules": rules, "violated": violated, "undecided": undecided, "outcome": outcome,
+        "partly_undecided": partly_undecided(rules),
+    }
+    if verdict.clip is not None:  # a clip: the frame that decided these rules
+        found = deciding_frame(outcome, rules)
+        update.update(frame=found[0] if found else None, time=found[1] if found else None)
+    return verdict.model_copy(update=update)

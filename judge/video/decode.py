@@ -55,6 +55,8 @@ _IMAGE_BRANDS = frozenset(
 )
 _ISO_BOXES = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
 _HEAD = 64
+# How far into a PNG to look for its animation chunk before reading all of it.
+_PNG_LOOK = 1 << 16
 _CHUNK = 1 << 20
 # A clip may end this much before its header's duration without being called truncated
 # (an audio track a little longer than the video, a rounded header).
@@ -112,12 +114,15 @@ def media_kind(source: Source) -> Kind:
         return "image"
     if sniff_container(head):
         return "video"
-    animated = (
-        head[:6] in (b"GIF87a", b"GIF89a")
-        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-        or head.startswith(b"\x89PNG\r\n\x1a\n")
-    )
-    if not animated:
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        # APNG: an acTL chunk before the first IDAT. Most PNGs say "still" in their head.
+        if _png_chunk_first(_head(source, _PNG_LOOK)) == b"IDAT":
+            return "image"
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        # Animated WebP: the extended header (VP8X) with its animation flag set.
+        if head[12:16] != b"VP8X" or not head[20] & 0x02:
+            return "image"
+    elif head[:6] not in (b"GIF87a", b"GIF89a"):
         return "image"
     try:
         data = _read(source, DEFAULT_MAX_BYTES)[0]
@@ -127,6 +132,19 @@ def media_kind(source: Source) -> Kind:
     except Exception:  # unreadable: the image loader gives the reason
         return "image"
     return "animation" if frames > 1 else "image"
+
+
+def _png_chunk_first(data: bytes) -> bytes | None:
+    """Which of acTL (animated) and IDAT (the pixels) comes first in a PNG's chunks;
+    None when neither does within `data`."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind in (b"acTL", b"IDAT"):
+            return kind
+        pos += 12 + length
+    return None
 
 
 # ---- what a clip is -------------------------------------------------------------------------
