@@ -3,7 +3,7 @@
 Every import in every module counts, those inside functions and under TYPE_CHECKING too:
 a lazy import is still an arrow, and a cycle through one is still a cycle.
 
-* models, vision, store and constitution sit below the engine: they never import it;
+* models, vision, store, constitution and video sit below the engine: they never import it;
 * the engine never imports the commands, the CLI, bench or the toy package;
 * only the CLI imports the commands: no other package (batch, serve, evaluate, ...) does,
   so what a command and a library share lives outside judge/commands/;
@@ -30,6 +30,7 @@ FORBIDDEN = {
     "vision": {"engine"},
     "store": {"engine"},
     "constitution": {"engine"},
+    "video": {"engine"},
     "engine": {"commands", "cli", "bench", "toy"},
     "bench": {"prompts"},
 }
