@@ -73,6 +73,9 @@ def test_judge_command_on_clips(media: Path, tmp_path: Path, monkeypatch: Any) -
     assert "blue-anywhere violated at 2.00 s (frame 20)" in out
     assert "clip: MP4 h264 64x64, 4.00 s, 40 frames at 10 fps" in out
     assert "stopped at 2.00 s" in out and "frames: 0.00 safe, 1.00 =0.00, 2.00 unsafe" in out
+    # The table's reason: one line for the rules sampling stopped before, not nine.
+    assert "9 rule(s) not judged after 2.00 s, where the clip was decided" in out
+    assert "(in every frame judged; shown: 0.00 s)" not in out  # all skipped but one
     code, out, _ = cli(str(media / "late-blue.mp4"), "--constitution", str(TOY_POLICY), *FAKE,
                        *store, "--json", "--scan-all", "--fps", "2", "--max-frames", "50")
     clip = json.loads(out)["verdicts"][0]["clip"]

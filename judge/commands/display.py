@@ -148,6 +148,14 @@ def undecided_reason(verdict: Verdict) -> str:
     open_rules = [r for r in verdict.rules if r.outcome in ("undecided", "skipped")]
     partly = set(partly_undecided(verdict.rules))
     parts = []
+    stopped_at = verdict.clip.stopped_at if verdict.clip is not None else None
+    if stopped_at is not None:
+        # A clip decided early: its skipped rules share one short reason.
+        skipped = [r for r in open_rules if r.outcome == "skipped"]
+        open_rules = [r for r in open_rules if r.outcome != "skipped"]
+        if skipped:
+            parts.append(f"{len(skipped)} rule(s) not judged after {stopped_at:.2f} s, where "
+                         "the clip was decided (--scan-all judges the rest)")
     reasons = [(r.rule_id, (r.reason or "undecided").splitlines()[0]) for r in open_rules]
     distinct = list(dict.fromkeys(reason for _, reason in reasons))
     if len(distinct) == 1:
@@ -157,7 +165,7 @@ def undecided_reason(verdict: Verdict) -> str:
             else (", ".join(rule for rule, _ in reasons))
         )
         parts.append(f"{who}: {distinct[0]}")
-    else:
+    elif distinct:
         parts += [f"{rule}: {reason}" for rule, reason in reasons]
     parts += [
         f"{r.rule_id}: {(r.reason or 'not violated; a precondition undecided').splitlines()[0]}"
@@ -320,6 +328,16 @@ def _when(time: float | None, frame: int | None = None) -> str:
     return f" [dim]at {time:.2f} s{f' (frame {frame})' if frame is not None else ''}[/]"
 
 
+def _clip_when(rule: RuleVerdict) -> str:
+    """Where a clip's rule evidence comes from: the frame that violated it or left it
+    undecided; for a rule not violated, the frame shown of all that were judged."""
+    if rule.outcome in ("violated", "undecided"):
+        return _when(rule.time, rule.frame)
+    if rule.time is None:
+        return ""
+    return f" [dim](in every frame judged; shown: {rule.time:.2f} s)[/]"
+
+
 def clip_lines(verdict: Verdict) -> list[str]:
     """For a clip: what it was, how it was sampled, and each sampled frame's outcome (a
     near-duplicate as "=T", the time of the frame whose answers it took), as plain text."""
@@ -372,7 +390,7 @@ def explain_tree(verdict: Verdict, name: str) -> Tree:
     for rule in judged:
         node = tree.add(
             f"[bold]{escape(rule.rule_id)}[/] {styled(rule.outcome)}"
-            f"{_when(rule.time, rule.frame) if verdict.clip is not None else ''}{_relevance(rule)}"
+            f"{_clip_when(rule) if verdict.clip is not None else ''}{_relevance(rule)}"
         )
         # An undecided alternative says why itself; a rule without evidence cannot, and a
         # rule not violated despite an undecided precondition says so at its head.
