@@ -41,7 +41,10 @@ SCENES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "yellow": (("yellow", "triangle", "large"),),
     "red-green": (("red", "square", "large"), ("green", "circle", "large")),
     "blue": (("blue", "square", "large"),),
-    "red-yellow": (("red", "circle", "large"), ("yellow", "square", "large")),
+    # Red with blue, not red with yellow: the toy VLM (recipe c978addaabcb0a20) misses a
+    # yellow shape beside a red one in every layout tried (M 0.54 against its prior 0.975),
+    # and the clips are here to test the video path, not that weakness of the model.
+    "red-blue": (("red", "circle", "large"), ("blue", "square", "large")),
 }
 
 
@@ -62,11 +65,11 @@ CLIPS: tuple[ToyClip, ...] = (
     ToyClip("hold-safe", (("red", 6.0),)),
     ToyClip("cuts-safe", (("red", 2.0), ("green", 2.0), ("red-green", 2.0))),
     ToyClip("held-violation", (("green", 2.0), ("blue", 2.0), ("red", 2.0))),
-    ToyClip("flash-violation", (("yellow", 2.3), ("red-yellow", 0.6), ("yellow", 1.1),
+    ToyClip("flash-violation", (("yellow", 2.3), ("red-blue", 0.6), ("yellow", 1.1),
                                 ("green", 2.0))),
     ToyClip("comes-back", (("red", 1.5), ("blue", 1.0), ("red", 2.0), ("blue", 1.5))),
     ToyClip("cuts-safe-webm", (("green", 2.0), ("yellow", 2.0)), ".webm"),
-    ToyClip("held-violation-gif", (("yellow", 2.0), ("red-yellow", 2.0)), ".gif"),
+    ToyClip("held-violation-gif", (("yellow", 2.0), ("red-blue", 2.0)), ".gif"),
 )
 
 
