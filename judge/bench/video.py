@@ -1,6 +1,7 @@
 """`judge bench`, video section: what a clip costs (docs/video.md).
 
-The clips are toy scenes that cut every `SCENE_SECONDS` and hold in between, written at
+The clips are toy scenes that cut every 3.7 s (`SCENE_SECONDS`, off the 1-fps grid, so
+the sampler takes each cut as a scene change) and hold in between, written at
 10 frames per second and 224 x 224 with PyAV (H.264): a hold is what near-duplicate reuse
 saves on, a cut is a scene change the sampler takes. Each clip is judged twice, with
 reuse (near-duplicates take a judged frame's answers, relevance once per scene: the
@@ -28,7 +29,7 @@ from judge.bench.probes import RecordingBackend
 
 LENGTHS: tuple[float, ...] = (5.0, 20.0, 60.0)
 QUICK_LENGTHS: tuple[float, ...] = (5.0, 10.0)
-SCENE_SECONDS = 4.0
+SCENE_SECONDS = 3.7  # off the 1-fps grid: each cut is a scene-change frame
 CLIP_FPS = 10
 SEED = 500_000
 # The early-stop clip: as long as the longest clip, unsafe from a quarter of the way in.
