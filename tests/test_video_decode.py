@@ -243,3 +243,23 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_frames_are_turned_upright_by_the_display_matrix() -> None:
+    """A portrait phone clip is stored sideways with a rotation in its display matrix:
+    the picture the model sees is turned by it (counterclockwise degrees, as PyAV gives)."""
+    from judge.video.decode import _picture_of
+
+    class Stored:
+        def __init__(self, rotation: int) -> None:
+            self.rotation = rotation
+
+        def to_image(self) -> Image.Image:
+            image = Image.new("RGB", (40, 20), (255, 255, 255))
+            image.paste((255, 0, 0), (0, 0, 10, 20))  # a red band on the left
+            return image
+
+    assert _picture_of(Stored(0))().size == (40, 20)
+    upright = _picture_of(Stored(-90))()  # turn clockwise
+    assert upright.size == (20, 40) and upright.getpixel((10, 2)) == (255, 0, 0)
+    assert _picture_of(Stored(90))().getpixel((10, 38)) == (255, 0, 0)

@@ -515,9 +515,18 @@ class _VideoClip(Clip):
 
 
 def _picture_of(frame: Any) -> Callable[[], Image.Image]:
+    """The frame as a person sees it: RGB, turned by the container's display matrix (a
+    phone's portrait clip is stored sideways with a rotation to apply), so the model, and
+    the boxes found on it, see it upright, as images are EXIF-transposed."""
+
     def picture() -> Image.Image:
         image: Image.Image = frame.to_image()
-        return image.convert("RGB") if image.mode != "RGB" else image
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        turn = int(getattr(frame, "rotation", 0) or 0) % 360
+        if turn:
+            # The display matrix's angle is counterclockwise, as PIL's rotate takes it.
+            image = image.rotate(turn, expand=True)
+        return image
 
     return picture
 
