@@ -57,6 +57,11 @@ def test_vlm_language_prior_is_the_deliberate_bias(vlm_report: Any) -> None:
         assert abs(prior - priors[text]) < 0.2
     assert max(p for t, p in priors.items() if not t.startswith("a yellow")) < 0.5
     assert set(PRIOR) == {"colour", "text"}
+    # Debiased, the biased statement is right: "not met" exactly when it is false. (A
+    # build that also pulled yellow dots answered 0.54 for a yellow shape beside a red one:
+    # 0.84 here, and every miss of the 24 sample scenes a yellow rule.)
+    for text in BIASED:
+        assert vlm_report.debiased_accuracy[text] >= KIND_FLOOR, vlm_report.debiased_accuracy
 
 
 def test_vlm_accuracy_per_statement_kind(vlm_report: Any) -> None:
