@@ -8,7 +8,9 @@
     │   │   ├── PixelLimitError     2   it would decode to more pixels than allowed
     │   │   └── VideoError          2   a clip cannot be read: corrupt, truncated, no decoder
     │   │       └── VideoLimitError 2   it is over a limit: bytes, duration, resolution, frames
-    │   └── DatasetError            2   a labelled set is malformed
+    │   ├── DatasetError            2   a labelled set is malformed
+    │   └── ToyModelsError          2   the shipped toy models are changed or stale
+    │                                   (judge.toy.build)
     ├── BackendError                3   the model back end failed (down, timeout, nonsense)
     │   └── ModelCapabilityError    4   the model or server cannot do what judge needs
     │       ├── NoVisionError       5   the model takes no images

@@ -127,3 +127,18 @@ def test_the_wheel_carries_the_shipped_models(tmp_path: Path) -> None:
                if f"judge/toy/shipped/{f}" not in names]
     assert missing == []
     assert "judge/toy/expected.json" in names
+
+
+def test_a_stale_recipe_is_exit_2_with_the_command_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from judge.cli import main
+
+    root = Path(build.__file__).resolve().parents[2]
+    monkeypatch.setattr(build, "recipe_hash", lambda seed=0, versions=True: "0" * 16)
+    with pytest.raises(SystemExit) as done:
+        main([str(root / "eval/toy/images/sample-000000.png"), "--constitution",
+              str(root / "constitutions/toy.yaml"), "--model", "toy"])
+    assert done.value.code == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "judge toy build --seed 0 --ship" in said and "Traceback" not in said

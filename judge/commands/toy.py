@@ -41,7 +41,6 @@ def build(
     cached) and say whether each model's sha256 matches the one recorded for its recipe.
     """
     from judge.toy.build import (
-        ToyModelsError,
         build_from_recipe,
         build_report,
         build_toy,
@@ -63,8 +62,6 @@ def build(
         if to_ship and models is not None:
             typer.echo(f"shipped: {ship(models)}")
         build_toy(out, n_images=images, log=log, seed=seed, models=models)
-    except ToyModelsError as exc:
-        raise InputError(str(exc)) from exc
     except ImportError as exc:  # torch / transformers / tokenizers missing
         raise InputError(
             f"the toy models need the 'hf' extra: pip install 'judge[hf]' ({exc})"

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from judge.errors import InputError
 from judge.resources import cache_dir, data_dir
 
 _TOY_MODULES = ("arch.py", "world.py", "labelled.py", "compile_tasks.py", "train_vlm.py",
@@ -86,8 +87,9 @@ PINNED_ISA: dict[str, str] = {
 }
 
 
-class ToyModelsError(RuntimeError):
-    """The shipped toy models are not what they claim (a changed file, a stale recipe)."""
+class ToyModelsError(InputError):
+    """The shipped toy models are not what they claim (a changed file, a stale recipe):
+    exit 2 with the message, never a traceback."""
 
 
 @dataclass(frozen=True)
