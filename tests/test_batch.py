@@ -28,7 +28,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-N_IMAGES = 48
+N_IMAGES = 24  # a third through each kind of input
+THIRD = N_IMAGES // 3
 # The figures for the closing note: the file JUDGE_FLEET_FIGURES names, else one in the
 # system's temporary folder.
 FIGURES = Path(
@@ -66,7 +67,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, toy_models: Any) -> dict[str, Any]:
-    """48 held-out toy scenes, laid out as the four kinds of input, and the toy policy."""
+    """24 held-out toy scenes, laid out as the four kinds of input, and the toy policy."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -83,22 +84,23 @@ def world(tmp_path_factory: pytest.TempPathFactory, toy_models: Any) -> dict[str
     manifest = write_set(root / "set", N_IMAGES, split="test")
     files = sorted((root / "set" / "images").glob("*.png"))
     assert len(files) == N_IMAGES
-    # 16 through a JSONL manifest, 16 as Parquet bytes (UnsafeBench's layout), 16 loose
-    # files in a folder, plus a corrupt image.
+    # A third through a JSONL manifest, a third as Parquet bytes (UnsafeBench's layout), a
+    # third loose files in a folder, plus a corrupt image.
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-    (root / "set" / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:16]))
+    (root / "set" / "part.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows[:THIRD]))
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    embedded = pa.array([{"bytes": f.read_bytes(), "path": f.name} for f in files[16:32]],
-                        image_type)
+    embedded = pa.array([{"bytes": f.read_bytes(), "path": f.name}
+                         for f in files[THIRD:2 * THIRD]], image_type)
     pq.write_table(
-        pa.table({"image": embedded, "label": [r["label"] for r in rows[16:32]],
-                  "category": ["toy"] * 16}),
+        pa.table({"image": embedded, "label": [r["label"] for r in rows[THIRD:2 * THIRD]],
+                  "category": ["toy"] * THIRD}),
         root / "unsafebench.parquet",
-        row_group_size=8,
+        row_group_size=4,
     )
     loose = root / "loose"
     loose.mkdir()
-    for f in files[32:]:
+    for f in files[2 * THIRD:]:
         shutil.copy(f, loose / f.name)
     (loose / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     inputs = [str(root / "set" / "part.jsonl"), str(root / "unsafebench.parquet"), str(loose)]
@@ -138,7 +140,7 @@ def _decisions(verdict: dict[str, Any]) -> Any:
 
 
 def _reference(world: dict[str, Any]) -> dict[str, Any]:
-    """`judge --jsonl` on the same 48 images, by sha256."""
+    """`judge --jsonl` on the same images, by sha256."""
     from judge.cli import main
 
     jsonl = world["root"] / "reference.jsonl"
