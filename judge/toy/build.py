@@ -66,7 +66,7 @@ TRAINED_PROMPTS = ("visibility_instructions", "visibility_question", "reason", "
 _DONE = "toy-models.json"  # written last: its presence means the folder is complete
 _MODELS = ("vlm", "clip", "owlv2")
 EXPECTED = Path(__file__).with_name("expected.json")
-# Seed 0's models, shipped as package data (about 10 MB): vlm/, clip/, owlv2/ and
+# Seed 0's models, shipped as package data (18 MB): vlm/, clip/, owlv2/ and
 # toy-models.json, the build report with the recipe hash and every file's sha256.
 SHIPPED = Path(__file__).with_name("shipped")
 REBUILD_HINT = ("rebuild and ship them with `judge toy build --seed 0 --ship --out DIR` "
@@ -368,7 +368,7 @@ def verify_shipped(shipped: Path = SHIPPED) -> ToyModels:
 
 @functools.cache
 def _check_shipped_files(shipped: Path, key: str) -> None:
-    """Once per process: hashing the ~10 MB takes a few milliseconds, but it need not
+    """Once per process: hashing the 18 MB takes tens of milliseconds, but need not
     repeat."""
     recorded: dict[str, str] = (shipped_report(shipped) or {}).get("files", {})
     got = file_hashes(shipped)
@@ -388,15 +388,13 @@ def ensure_toy_models(log: Callable[[str], None] | None = None, seed: int = 0) -
     """The toy models of `seed`: seed 0's shipped ones (checked, see `verify_shipped`), or
     a build of the current recipe from the cache; other seeds are built once per recipe
     (`build_from_recipe`, minutes)."""
-    if seed == 0:
-        report = shipped_report()
-        cached = _cached(0)
-        if report is not None and report.get("source_hash") == recipe_hash(0, versions=False):
-            return verify_shipped()
-        if cached is not None:  # a developer's build of a changed recipe
-            return cached
-        return verify_shipped()  # raises: stale or missing, with the command that rebuilds
-    return build_from_recipe(seed, log=log)
+    if seed != 0:
+        return build_from_recipe(seed, log=log)
+    report = shipped_report()
+    if report is not None and report.get("source_hash") == recipe_hash(0, versions=False):
+        return verify_shipped()
+    # A developer's build of a changed recipe, else an error that names the command.
+    return _cached(0) or verify_shipped()
 
 
 def _cached(seed: int) -> ToyModels | None:
@@ -442,6 +440,8 @@ def ship(models: ToyModels, shipped: Path = SHIPPED) -> Path:
     report = json.loads((models.root / _DONE).read_text(encoding="utf-8"))
     report |= {"recipe_hash": models.recipe_hash, "source_hash": recipe_hash(0, versions=False),
                "files": file_hashes(models.root)}
+    for stale in ("expected", "matched"):  # as of the build; `build_report` checks afresh
+        report.pop(stale, None)
     tmp = shipped.with_name(f"{shipped.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for name in _MODELS:
