@@ -57,11 +57,12 @@ def test_vlm_language_prior_is_the_deliberate_bias(vlm_report: Any) -> None:
         assert abs(prior - priors[text]) < 0.2
     assert max(p for t, p in priors.items() if not t.startswith("a yellow")) < 0.5
     assert set(PRIOR) == {"colour", "text"}
-    # Debiased, the biased statement is right: "not met" exactly when it is false. (A
-    # build that also pulled yellow dots answered 0.54 for a yellow shape beside a red one:
-    # 0.84 here, and every miss of the 24 sample scenes a yellow rule.)
+    # Debiased, the first pass never decides the biased statement wrongly (uncertain goes
+    # on to the later stages). A build that also pulled yellow dots answered 0.54 for a
+    # yellow shape beside a red one: 7 of 63 held-out queries wrongly "not met", and every
+    # miss of the 24 sample scenes a yellow rule; the shipped build: none.
     for text in BIASED:
-        assert vlm_report.debiased_accuracy[text] >= KIND_FLOOR, vlm_report.debiased_accuracy
+        assert vlm_report.debiased_wrong[text] <= 0.05, vlm_report.debiased_wrong
 
 
 def test_vlm_accuracy_per_statement_kind(vlm_report: Any) -> None:

@@ -106,9 +106,10 @@ class VLMReport:
     kind_accuracy: dict[str, float] = field(default_factory=dict)
     biased: dict[str, dict[str, float]] = field(default_factory=dict)
     priors: dict[str, float] = field(default_factory=dict)
-    # Per biased statement: the share of held-out queries the debiased first pass gets
-    # right, i.e. "not met" (d < a1) exactly when the statement is false.
-    debiased_accuracy: dict[str, float] = field(default_factory=dict)
+    # Per biased statement: the share of held-out queries the debiased first pass decides
+    # wrongly: "not met" (d < a1) when the statement is true, "met" (d > a2) when false.
+    # (Uncertain is no error: later stages decide it.)
+    debiased_wrong: dict[str, float] = field(default_factory=dict)
 
 
 def held_out_queries(n_scenes: int, seed: int = HELD_OUT_SEED, per_scene: int = 6,
@@ -155,10 +156,10 @@ def vlm_report(path: str | Path, n_scenes: int = 60) -> VLMReport:
     priors = vlm.p_yes([(None, s.text) for s in statements])
     rep.priors = {s.text: p for s, p in zip(statements, priors, strict=True)}
     for text, d in biased.items():
-        a1 = -0.3 * rep.priors[text]  # the paper's "not met" threshold on d
-        calls = [m - rep.priors[text] >= a1 for m in d["true"]] + \
-            [m - rep.priors[text] < a1 for m in d["false"]]
-        rep.debiased_accuracy[text] = sum(calls) / len(calls)
+        prior = rep.priors[text]
+        a1, a2 = -0.3 * prior, 0.8 * (1 - prior)  # the paper's thresholds on d = M - prior
+        wrong = [m - prior < a1 for m in d["true"]] + [m - prior > a2 for m in d["false"]]
+        rep.debiased_wrong[text] = sum(wrong) / len(wrong)
     return rep
 
 
