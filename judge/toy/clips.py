@@ -61,13 +61,16 @@ class ToyClip:
         return f"{self.name}{self.suffix}"
 
 
+# The safe scenes held alone are green: the shipped seed-0 VLM leaves "a yellow shape"
+# uncertain on some red-only scenes and its cascade then says Yes (docs/toy-recipe.md); the
+# clips test the video machinery, and the eval table reports that miss.
 CLIPS: tuple[ToyClip, ...] = (
-    ToyClip("hold-safe", (("red", 6.0),)),
+    ToyClip("hold-safe", (("green", 6.0),)),
     ToyClip("cuts-safe", (("red", 2.0), ("green", 2.0), ("red-green", 2.0))),
     ToyClip("held-violation", (("green", 2.0), ("blue", 2.0), ("red", 2.0))),
     ToyClip("flash-violation", (("yellow", 2.3), ("red-blue", 0.6), ("yellow", 1.1),
                                 ("green", 2.0))),
-    ToyClip("comes-back", (("red", 1.5), ("blue", 1.0), ("red", 2.0), ("blue", 1.5))),
+    ToyClip("comes-back", (("green", 1.5), ("blue", 1.0), ("green", 2.0), ("blue", 1.5))),
     ToyClip("cuts-safe-webm", (("green", 2.0), ("yellow", 2.0)), ".webm"),
     ToyClip("held-violation-gif", (("yellow", 2.0), ("red-blue", 2.0)), ".gif"),
 )
