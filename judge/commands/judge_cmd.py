@@ -321,8 +321,9 @@ class _progress:
             return lambda: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+        # The models load lazily, with the first image: say so, or the bar looks stuck.
         self.bar = Progress(
-            "judging",
+            "[progress.description]{task.description}",
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
@@ -330,8 +331,12 @@ class _progress:
             transient=True,
         )
         self.bar.start()
-        task = self.bar.add_task("judging", total=self.total)
-        return lambda: self.bar.advance(task)
+        task = self.bar.add_task("loading the models, then judging", total=self.total)
+
+        def advance() -> None:
+            self.bar.update(task, advance=1, description="judging")
+
+        return advance
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
