@@ -26,11 +26,13 @@ import typer
 from judge.commands.app import app
 from judge.commands.display import fit
 from judge.commands.model_options import (
+    AllowUnreviewedOption,
     BackendOption,
     LocatorOption,
     ModelOption,
     RelevanceOption,
     ServersOption,
+    ThresholdsOption,
     server_arg,
 )
 from judge.commands.policy_test import exit_code
@@ -56,13 +58,8 @@ def diff(
     server: ServersOption = None,
     relevance: RelevanceOption = None,
     locator: LocatorOption = None,
-    thresholds: Annotated[
-        Path | None, typer.Option(help="YAML/JSON file of threshold overrides, as for judge.")
-    ] = None,
-    allow_unreviewed: Annotated[
-        bool,
-        typer.Option("--allow-unreviewed", help="Judge even when compiled rules need review."),
-    ] = False,
+    thresholds: ThresholdsOption = None,
+    allow_unreviewed: AllowUnreviewedOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Images in flight.")] = 8,
     store: Annotated[

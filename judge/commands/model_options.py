@@ -10,6 +10,7 @@ the fleet.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,4 +62,12 @@ LocatorOption = Annotated[
         help="OWLv2 id or folder, or off (default: the model's own, e.g. the toy OWLv2, "
         "else google/owlv2-base-patch16-ensemble)."
     ),
+]
+# The two judging options `judge test` and `judge diff` take as `judge` does.
+ThresholdsOption = Annotated[
+    Path | None, typer.Option(help="YAML/JSON file of threshold overrides, as for judge.")
+]
+AllowUnreviewedOption = Annotated[
+    bool,
+    typer.Option("--allow-unreviewed", help="Judge even when compiled rules need review."),
 ]

@@ -30,11 +30,13 @@ from judge.commands.app import app
 from judge.commands.display import band_line, fit
 from judge.commands.judge_cmd import EXIT_PRECEDENCE
 from judge.commands.model_options import (
+    AllowUnreviewedOption,
     BackendOption,
     LocatorOption,
     ModelOption,
     RelevanceOption,
     ServersOption,
+    ThresholdsOption,
     server_arg,
 )
 from judge.engine.verdict import RuleVerdict, Verdict, unreadable
@@ -68,13 +70,8 @@ def run_tests(
     server: ServersOption = None,
     relevance: RelevanceOption = None,
     locator: LocatorOption = None,
-    thresholds: Annotated[
-        Path | None, typer.Option(help="YAML/JSON file of threshold overrides, as for judge.")
-    ] = None,
-    allow_unreviewed: Annotated[
-        bool,
-        typer.Option("--allow-unreviewed", help="Judge even when compiled rules need review."),
-    ] = False,
+    thresholds: ThresholdsOption = None,
+    allow_unreviewed: AllowUnreviewedOption = False,
     repeat: Annotated[
         int,
         typer.Option(
