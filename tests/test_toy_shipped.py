@@ -133,12 +133,15 @@ def test_a_stale_recipe_is_exit_2_with_the_command_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from judge.cli import main
+    from judge.toy import register
 
     root = Path(build.__file__).resolve().parents[2]
+    register._models.cache_clear()  # "toy" is found once per process: find it again
     monkeypatch.setattr(build, "recipe_hash", lambda seed=0, versions=True: "0" * 16)
     with pytest.raises(SystemExit) as done:
         main([str(root / "eval/toy/images/sample-000000.png"), "--constitution",
               str(root / "constitutions/toy.yaml"), "--model", "toy"])
     assert done.value.code == 2
     said = " ".join(capsys.readouterr().err.split())
+    register._models.cache_clear()  # not the stale answer for the tests after this one
     assert "judge toy build --seed 0 --ship" in said and "Traceback" not in said
