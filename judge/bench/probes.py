@@ -17,7 +17,14 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from judge.models.base import Backend, Chat, Generation, YesNoQuery, YesNoResult
+from judge.models.base import (
+    Backend,
+    Chat,
+    Generation,
+    WrappedBackend,
+    YesNoQuery,
+    YesNoResult,
+)
 
 # ---- a back end that records every request ------------------------------------------
 
@@ -57,32 +64,18 @@ def image_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-class RecordingBackend(Backend):
+class RecordingBackend(WrappedBackend):
     """Passes every call to `inner` and records what was asked and what it cost.
 
     It shares `inner.stats`, so the engine's and the benchmark's counters agree.
     """
 
     def __init__(self, inner: Backend) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.stats = inner.stats
-        self.kind = inner.kind
         self.recording = Recording()
         self.record = True  # off: pass calls through without keeping records
         self._lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def supports_json_schema(self) -> bool:
-        return self.inner.supports_json_schema
-
-    @property
-    def max_image_pixels(self) -> int | None:
-        return self.inner.max_image_pixels
 
     async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
         results = await self.inner.yes_no(queries)
@@ -117,11 +110,6 @@ class RecordingBackend(Backend):
             self.recording.generate_batches += 1
         return results
 
-    async def check(self) -> list[tuple[str, bool, str]]:
-        return await self.inner.check()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     def __getattr__(self, name: str) -> Any:
         # Back-end specific extras (tokenizer ids, URL, ...) the engine may read.

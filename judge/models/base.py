@@ -178,3 +178,43 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections, engines and threads."""
+
+
+class WrappedBackend(Backend):
+    """A back end in front of another (`inner`): it answers as `inner` does, in its name,
+    for what it does not override. Subclasses wrap the queries (record them, share
+    answers)."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__()
+        self.inner = inner
+        self.kind = inner.kind  # verdicts record the real back end
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def supports_json_schema(self) -> bool:
+        return self.inner.supports_json_schema
+
+    @property
+    def max_image_pixels(self) -> int | None:
+        return self.inner.max_image_pixels
+
+    async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
+        return await self.inner.yes_no(queries)
+
+    async def generate(
+        self,
+        chats: Sequence[Chat],
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+    ) -> list[Generation]:
+        return await self.inner.generate(chats, max_tokens, json_schema)
+
+    async def check(self) -> list[tuple[str, bool, str]]:
+        return await self.inner.check()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -20,7 +20,15 @@ from typing import Any
 
 from PIL import Image
 
-from judge.models.base import Backend, CallStats, Chat, Generation, YesNoQuery, YesNoResult
+from judge.models.base import (
+    Backend,
+    CallStats,
+    Chat,
+    Generation,
+    WrappedBackend,
+    YesNoQuery,
+    YesNoResult,
+)
 
 
 def _pixels(image: Image.Image | None) -> str | None:
@@ -38,31 +46,14 @@ def _chat_key(chat: Chat) -> tuple[Any, ...]:
     )
 
 
-class SharedAnswers(Backend):
+class SharedAnswers(WrappedBackend):
     """`inner`, with every answer kept and reused (see the module docstring)."""
 
     def __init__(self, inner: Backend) -> None:
-        super().__init__()
-        self.inner = inner
-        self.kind = inner.kind  # verdicts record the real back end
+        super().__init__(inner)
         self.sent = CallStats()
         self._yes_no: dict[tuple[str, str, str | None], YesNoResult] = {}
         self._generated: dict[tuple[Any, ...], Generation] = {}
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def supports_json_schema(self) -> bool:
-        return self.inner.supports_json_schema
-
-    @property
-    def max_image_pixels(self) -> int | None:
-        return self.inner.max_image_pixels
-
-    async def check(self) -> list[tuple[str, bool, str]]:
-        return await self.inner.check()
 
     async def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoResult]:
         keys = [(q.instructions, q.question, _pixels(q.image)) for q in queries]
@@ -109,5 +100,3 @@ class SharedAnswers(Backend):
         """Model calls that went to the model."""
         return self.sent.yes_no_queries + self.sent.generations
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
