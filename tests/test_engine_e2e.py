@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 import pytest
 
 from judge.engine import Judge, JudgeOptions, Verdict
-from judge.resources import data_dir
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +28,6 @@ N_IMAGES = 40
 F1_FLOOR = 0.8
 VLM_RELEVANCE_F1_FLOOR = 0.8
 RELEVANCE_RECALL_FLOOR = 0.9
-
-
-@pytest.fixture(scope="module")
-def toy_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from judge.constitution import Constitution
-
-    folder = tmp_path_factory.mktemp("policy")
-    policy = folder / "toy.yaml"
-    shutil.copy(data_dir("constitutions") / "toy.yaml", policy)
-    constitution = Constitution.load(policy)
-    constitution.compile(None)  # hand-written chains: no model needed
-    constitution.save_lock()
-    return policy
 
 
 @pytest.fixture(scope="module")

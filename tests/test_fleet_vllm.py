@@ -108,21 +108,6 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-@pytest.fixture(scope="module")
-def toy_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-
-    from judge.constitution import Constitution
-    from judge.resources import data_dir
-
-    policy = tmp_path_factory.mktemp("policy") / "toy.yaml"
-    shutil.copy(data_dir("constitutions") / "toy.yaml", policy)
-    constitution = Constitution.load(policy)
-    constitution.compile(None)
-    constitution.save_lock()
-    return policy
-
-
 def test_a_replica_killed_mid_run_loses_no_verdict(
     replicas: list[Any], toy_policy: Path, tmp_path: Path
 ) -> None:

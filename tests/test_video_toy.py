@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 
 from judge import Judge, JudgeOptions, Verdict
-from judge.resources import data_dir
 from judge.video import VideoOptions
 
 pytestmark = pytest.mark.slow
@@ -30,19 +28,6 @@ MODES = {
     "scan-all": VideoOptions(scan_all=True),
     "neither": VideoOptions(scan_all=True, reuse=False),
 }
-
-
-@pytest.fixture(scope="module")
-def toy_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from judge.constitution import Constitution
-
-    folder = tmp_path_factory.mktemp("policy")
-    policy = folder / "toy.yaml"
-    shutil.copy(data_dir("constitutions") / "toy.yaml", policy)
-    constitution = Constitution.load(policy)
-    constitution.compile(None)  # hand-written chains: no model needed
-    constitution.save_lock()
-    return policy
 
 
 @pytest.fixture(scope="module")
