@@ -39,7 +39,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 # transformers and tokenizers are pinned: the toy models' recipe hash and their recorded
 # sha256 (judge/toy/expected.json) hold for these versions; a newer release would train
 # different bits, and the build would report them unmatched.
-"${PIP[@]}" install -q -e ".[dev,hf,eval,serve,batch,video]" "transformers==5.19.0" "tokenizers==0.23.3"
+"${PIP[@]}" install -q -e ".[dev,hf,eval,serve,batch,video,families]" "transformers==5.19.0" "tokenizers==0.23.3"
 # PyPI's torchaudio/torchcodec are CUDA builds that fail beside the CPU torch; vLLM runs
 # without them.
 "${PIP[@]}" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
