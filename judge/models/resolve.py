@@ -221,3 +221,22 @@ def check_available(name: str, *, what: str, option: str) -> str:
 
 # The built-in names, registered the way a plugin's entry points would be.
 register_model_name("toy", "judge.toy.register:toy_models")
+
+
+def _tiny_family(name: str) -> NamedModels:
+    from judge.models.families.register import family_models
+
+    return family_models(name)
+
+
+def _register_families() -> None:
+    """`tiny-<family>`: each VLM family's tiny random-weight build (judge.models.families)."""
+    import functools
+
+    from judge.models.families import FAMILY_NAMES
+
+    for family in FAMILY_NAMES:
+        register_model_name(f"tiny-{family}", functools.partial(_tiny_family, family))
+
+
+_register_families()
