@@ -2,8 +2,9 @@
 round-robin section, and a replica killed mid-run (every image still gets its verdict,
 none "safe" by accident).
 
-The two replicas are this module's own (32-token KV blocks, so that the toy's short
-prompts fill whole blocks; see judge.bench.fleet); both start at once. To iterate without
+The two replicas are this module's own (the CPU build's smallest KV blocks,
+`cpu_server_args`'s default, so that the toy's prompts fill whole blocks; see
+judge.bench.fleet); both start at once. To iterate without
 the start, run two yourself and set JUDGE_TEST_FLEET_URLS="http://a http://b" (the kill
 test then only stops the second).
 """
@@ -35,7 +36,6 @@ FIGURES = Path(
 
 @pytest.fixture(scope="module")
 def replicas(toy_models: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
-    from judge.bench.fleet import FLEET_BLOCK_SIZE
     from judge.bench.server import cpu_server_args, start_vllm_server
 
     reuse = os.environ.get("JUDGE_TEST_FLEET_URLS")
@@ -47,7 +47,7 @@ def replicas(toy_models: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     def start(i: int) -> Any:
         return start_vllm_server(
             toy_models.vlm, served_model_name="toy-vlm", args=cpu_server_args(max_num_seqs=4),
-            extra_args=["--block-size", str(FLEET_BLOCK_SIZE)], log_path=logs / f"r{i}.log",
+            log_path=logs / f"r{i}.log",
             timeout=float(os.environ.get("JUDGE_TEST_VLLM_START_TIMEOUT", "600")),
         )
 
@@ -94,9 +94,12 @@ def test_bench_fleet_section_affinity_against_round_robin(
     assert hits["affinity"] >= hits["round-robin"], hits
     last = printed.getvalue().strip().splitlines()[-1]
     assert "fleet_hit=" in last, last
+    from judge.bench.server import CPU_BLOCK_SIZE
+
     _figure(
         f"judge bench --sections fleet --quick, {fleet['replicas']} vLLM CPU replicas "
-        f"(toy VLM, 32-token blocks), {fleet['images']} images per policy: prefix-cache hit "
+        f"(toy VLM, {CPU_BLOCK_SIZE}-token blocks), {fleet['images']} images per policy: "
+        "prefix-cache hit "
         f"(usage.cached_tokens) affinity {hits['affinity']:.1%} vs round-robin "
         f"{hits['round-robin']:.1%}; /metrics hits/queries affinity "
         f"{_pct(metrics['affinity'])} vs round-robin {_pct(metrics['round-robin'])}; "

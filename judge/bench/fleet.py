@@ -9,11 +9,11 @@ cold. Reported per policy: the prefix-cache hit rate from `usage.cached_tokens` 
 the replicas' /metrics counters (summed), images/s, and how the queries split over the
 replicas; then whether both passes gave the same verdicts.
 
-A prefix is reused in whole KV blocks: with vLLM's CPU default of 128-token blocks, the
-part of the toy VLM's shared prefix (instructions and 256 image tokens) past the last
-whole block is computed again for every query (see the README's benchmark notes), so the
-local servers this section starts use 32-token blocks (`FLEET_BLOCK_SIZE`; the CPU
-attention kernel takes multiples of 32 only).
+A prefix is reused in whole KV blocks: the part of the toy VLM's shared prefix
+(instructions and 256 image tokens) past the last whole block is computed again for every
+query (see the README's benchmark notes), so the local replicas this section starts use
+the smallest block the CPU build takes, as every server `judge bench` starts
+(`judge.bench.server.CPU_BLOCK_SIZE`, the default of `cpu_server_args`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from typing import Any
 
 from judge.bench.probes import PREFIX_HITS, PREFIX_QUERIES, RecordingBackend, scrape_metrics
 
-# KV block size of the local servers this section starts (see the module docstring).
-FLEET_BLOCK_SIZE = 32
 FLEET_SEED = 500_000
 POLICIES = ("affinity", "round-robin")
 
@@ -164,7 +162,8 @@ def fleet_summary(summary: dict[str, Any]) -> str:
 def start_local_fleet(
     model_path: Path, served_name: str | None, replicas: int = 2
 ) -> Iterator[list[Any]]:
-    """`replicas` local vLLM servers of one model (small KV blocks), stopped at the end."""
+    """`replicas` local vLLM servers of one model (the CPU build's smallest KV blocks),
+    stopped at the end."""
     from judge.bench.server import cpu_server_args, local_vllm_server
 
     with contextlib.ExitStack() as stack:
@@ -174,7 +173,6 @@ def start_local_fleet(
                     model_path,
                     served_model_name=served_name,
                     args=cpu_server_args(max_num_seqs=4),
-                    extra_args=["--block-size", str(FLEET_BLOCK_SIZE)],
                 )
             )
             for _ in range(replicas)

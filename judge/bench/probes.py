@@ -166,6 +166,38 @@ def scrape_metrics(url: str, client: httpx.Client | None = None) -> dict[str, fl
             client.close()
 
 
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_labels(text: str, name: str) -> dict[str, str] | None:
+    """The labels of the first sample of metric `name` (an info gauge such as
+    `vllm:cache_config_info`), or None when the text has none."""
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group(1) == name:
+            return dict(_LABEL.findall(match.group(2) or ""))
+    return None
+
+
+CACHE_CONFIG_INFO = "vllm:cache_config_info"
+
+
+def server_block_size(url: str) -> int | None:
+    """The KV-cache block size (tokens) the server runs with, from the `block_size` label
+    of vLLM's `vllm:cache_config_info` gauge; None when it does not say (not vLLM)."""
+    try:
+        response = httpx.get(f"{server_root(url)}/metrics", timeout=10.0)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    labels = metric_labels(response.text, CACHE_CONFIG_INFO) or {}
+    try:
+        return int(labels["block_size"])
+    except (KeyError, ValueError):
+        return None
+
+
 def counter_delta(
     before: dict[str, float] | None, after: dict[str, float] | None, name: str
 ) -> float | None:
