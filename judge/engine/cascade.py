@@ -23,6 +23,7 @@ from PIL import Image
 
 from judge import prompts, queries
 from judge.models.base import Backend, Generation, Message
+from judge.models.json_grammar import unreadable_json_reason
 
 REASON_TOKENS = 256
 SUMMARY_TOKENS = 96
@@ -171,7 +172,7 @@ async def run_cascade(backend: Backend, items: Sequence[CascadeItem]) -> list[Ca
                     parsed[0], parsed[1], reasons[i].text, generations=calls[i]
                 )
             else:
-                why = generation.error or f"unparseable summary: {generation.text[:200]!r}"
+                why = generation.error or unreadable_json_reason(generation.text)
                 results[i] = CascadeResult(
                     None, reasoning=reasons[i].text, error=why, generations=calls[i]
                 )

@@ -27,6 +27,7 @@ _ERRORS: dict[str, type[BackendError]] = {
     "server": BackendError,
     "model": BackendError,
     "load": BackendError,
+    "engine": BackendError,  # the server's engine died (see judge.models.family's limits)
     "labels": TokenizerError,
     "logprobs": LogprobsError,
     "vision": NoVisionError,
@@ -103,4 +104,5 @@ def raise_for(checks: list[Check]) -> None:
     error = first.error
     if issubclass(error, ModelCapabilityError):
         raise error(message, fix=fix or _FIXES[first.name])
-    raise BackendError(message)
+    # A load failure (a missing package) or a dead engine has its fix too: keep it.
+    raise BackendError(message, hint=f"Fix: {fix}" if fix else None)

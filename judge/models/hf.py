@@ -21,6 +21,15 @@ from judge.models._batch import run_isolated
 from judge.models._chat import to_hf, yes_no_chat
 from judge.models._inprocess import GenRequest, InProcessBackend
 from judge.models.base import Chat, Generation, YesNoQuery, YesNoResult
+from judge.models.family import (
+    Family,
+    added_bos,
+    cast_floating,
+    family_of,
+    leading_repeats,
+    missing_dependency_hint,
+    strip_added_bos,
+)
 from judge.models.registry import require
 
 INSTALL = "pip install 'judge[hf]'  (torch, transformers)"
@@ -55,17 +64,21 @@ class HFBackend(InProcessBackend):
         dtype = dtype or ("float32" if self.device == "cpu" else "auto")
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
         try:
-            self._processor = transformers.AutoProcessor.from_pretrained(
-                model, trust_remote_code=trust_remote_code
-            )
             config = transformers.AutoConfig.from_pretrained(
                 model, trust_remote_code=trust_remote_code
             )
         except (OSError, ValueError) as exc:
-            raise BackendError(
-                f"cannot load the model {model!r} with transformers: {str(exc).splitlines()[0]}",
-                hint="Give a local model folder, or a hub id already in the cache (HF_HOME)",
-            ) from None
+            raise _load_error(model, exc) from None
+        # The family table (judge.models.family) says what this family needs and does.
+        self.family = family_of(getattr(config, "model_type", None))
+        try:
+            self._processor = transformers.AutoProcessor.from_pretrained(
+                model, trust_remote_code=trust_remote_code
+            )
+        except ImportError as exc:
+            raise _missing_package(model, self.family, exc) from None
+        except (OSError, ValueError) as exc:
+            raise _load_error(model, exc) from None
         if getattr(config, "vision_config", None) is None or not hasattr(
             self._processor, "image_processor"
         ):
@@ -77,6 +90,8 @@ class HFBackend(InProcessBackend):
             self._model = transformers.AutoModelForImageTextToText.from_pretrained(
                 model, dtype=torch_dtype, trust_remote_code=trust_remote_code
             )
+        except ImportError as exc:
+            raise _missing_package(model, self.family, exc) from None
         except ValueError as exc:
             raise NoVisionError(
                 f"transformers cannot load {model!r} as an image-text-to-text model: "
@@ -90,6 +105,7 @@ class HFBackend(InProcessBackend):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._image_token_id: int | None = getattr(config, "image_token_id", None)
+        self._added_bos = added_bos(tokenizer)
         super().__init__(
             model, lambda s: list(tokenizer.encode(s, add_special_tokens=False)), max_batch
         )
@@ -139,10 +155,16 @@ class HFBackend(InProcessBackend):
                 )
             )
             images.extend(chat_images)
+        # The rendered template already holds every special token (BOS too, for Gemma,
+        # Mistral, Llama 4) and vLLM adds none: where the tokenizer would add a second
+        # BOS, the template's is cut from the text. (Not `add_special_tokens=False`: some
+        # processors, SmolVLM's, do not pass it on to the tokenizer.)
+        texts = [strip_added_bos(t, self._added_bos) for t in texts]
         inputs = self._processor(
             text=texts, images=images or None, padding=True, return_tensors="pt"
         )
-        return inputs.to(self.device)
+        # A processor may return pixels in another dtype than the model's (Llama 4: bf16).
+        return cast_floating(inputs.to(self.device), self._model.dtype)
 
     def prompt_token_ids(self, query: YesNoQuery) -> list[int]:
         """The token ids the model sees for `query` (for tests and `judge doctor`)."""
@@ -213,9 +235,7 @@ class HFBackend(InProcessBackend):
             from xgrammar.contrib.hf import LogitsProcessor
 
             # A processor serves one generate() call: a new one per pass.
-            processors = transformers.LogitsProcessorList(
-                [LogitsProcessor(self._compiled(schema))]
-            )
+            processors = transformers.LogitsProcessorList([LogitsProcessor(self._compiled(schema))])
         with self._lock, torch.inference_mode():
             inputs = self._inputs(chats)
             out = self._model.generate(
@@ -238,6 +258,34 @@ class HFBackend(InProcessBackend):
         return results
 
     async def check(self) -> list[tuple[str, bool, str]]:
-        return self._checks(
+        rows = self._checks(
             f"{self._model_name} on {self.device}", "full next-token distribution (in process)"
         )
+        ids = self.prompt_token_ids(YesNoQuery("Answer Yes or No.", "Is it red?"))
+        bos = self._processor.tokenizer.bos_token_id
+        repeats = leading_repeats(ids, bos)
+        rows.append(
+            (
+                "bos",
+                repeats <= 1,
+                f"the prompt opens with {repeats} BOS token(s)"
+                + ("" if repeats <= 1 else ": the tokenizer adds one the template has"),
+            )
+        )
+        return rows
+
+
+def _load_error(model: str, exc: Exception) -> BackendError:
+    return BackendError(
+        f"cannot load the model {model!r} with transformers: {str(exc).splitlines()[0]}",
+        hint="Give a local model folder, or a hub id already in the cache (HF_HOME)",
+    )
+
+
+def _missing_package(model: str, family: Family, exc: ImportError) -> BackendError:
+    """A package the model's processor or code imports is missing: say which, and the fix."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return BackendError(
+        f"cannot load the model {model!r}: a package it needs is missing ({first})",
+        hint=f"Fix: {missing_dependency_hint(exc, family)}",
+    )

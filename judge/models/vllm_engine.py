@@ -55,6 +55,9 @@ class VLLMEngineBackend(InProcessBackend):
             "max_logprobs": 20,
             "enable_prefix_caching": True,
             "limit_mm_per_prompt": {"image": max_images, "video": 0},
+            # A JSON schema with free whitespace lets a weak model pad its answer with
+            # blanks until the token budget runs out (a tiny Gemma 3 did): compact JSON only.
+            "structured_outputs_config": {"disable_any_whitespace": True},
             **engine_args,
         }
         if max_model_len is not None:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -36,6 +37,8 @@ from judge.models._chat import png_data_url, to_openai, unique_images, yes_no_ch
 from judge.models._labels import LabelTokens, find_label_tokens, result_from_logprobs
 from judge.models._secret import Secret
 from judge.models.base import Backend, Chat, Generation, Message, YesNoQuery, YesNoResult
+from judge.models.family import Family, family_of_folder
+from judge.models.json_grammar import compact_json_grammar
 from judge.models.registry import require
 
 log = logging.getLogger(__name__)
@@ -182,6 +185,11 @@ class VLLMServerBackend(Backend):
         self._labels: LabelTokens | None = None
         self._use_token_ids = False
         self._json_schema_ok = True
+        # Per-request JSON grammar (vLLM's `structured_outputs`): None until /version is read.
+        self._grammar_ok: bool | None = None
+        self._served_root: str | None = None
+        # Why the server's engine is dead, once a 5xx answer and /health have shown it.
+        self._dead: str | None = None
         self._started = False
         # Images whose prefix the server has recently computed (see `yes_no`).
         self._warm: OrderedDict[str, None] = OrderedDict()
@@ -354,6 +362,7 @@ class VLLMServerBackend(Backend):
     async def _start(self) -> None:
         served = await self.served_models()
         self._served_model = self._pick_model(served)
+        self._served_root = dict(served).get(self._served_model)
         self._labels = await self.label_tokens()
         self._use_token_ids = self._labels is not None
 
@@ -516,6 +525,7 @@ class VLLMServerBackend(Backend):
 
     async def _yes_no_one(self, messages: list[dict[str, Any]]) -> YesNoResult:
         path = "/v1/chat/completions"
+        await self._ensure_alive()
         try:
             by_ids = self._use_token_ids and self._labels is not None
             payload = self._yes_no_payload(messages, by_ids)
@@ -528,6 +538,7 @@ class VLLMServerBackend(Backend):
                 payload = self._yes_no_payload(messages, False)
                 result, _ = await self._call("POST", path, payload, self._parse_yes_no)
         except _Failed as exc:
+            await self._check_engine(exc, messages)
             return YesNoResult.failed(exc.reason)
         except _ClientError as exc:
             capability = _capability_error(exc.message, self.url)
@@ -591,14 +602,21 @@ class VLLMServerBackend(Backend):
     async def _generate_one(
         self, messages: list[dict[str, Any]], max_tokens: int, json_schema: dict[str, Any] | None
     ) -> Generation:
+        await self._ensure_alive()
         payload: dict[str, Any] = {
             "model": self._served_model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": 0.0,
         }
+        grammar = None
+        if json_schema is not None and await self._takes_grammar():
+            grammar = compact_json_grammar(json_schema)
         constrained = json_schema is not None and self._json_schema_ok
-        if constrained:
+        if grammar is not None:
+            # No free whitespace: see judge/models/json_grammar.py.
+            payload["structured_outputs"] = {"grammar": grammar}
+        elif constrained:
             payload["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "judge_answer", "schema": json_schema, "strict": True},
@@ -606,11 +624,16 @@ class VLLMServerBackend(Backend):
         try:
             return await self._call("POST", "/v1/chat/completions", payload, self._parse_generation)
         except _Failed as exc:
+            await self._check_engine(exc, messages)
             return Generation(text="", error=exc.reason)
         except _ClientError as exc:
             capability = _capability_error(exc.message, self.url)
             if capability is not None:
                 raise capability from None
+            if grammar is not None and exc.status == 400:
+                log.warning("%s refused a JSON grammar (%s); using response_format", self.url, exc)
+                self._grammar_ok = False
+                return await self._generate_one(messages, max_tokens, json_schema)
             if constrained and exc.status == 400:
                 # No structured output on this server: the caller's tolerant parser copes.
                 log.warning(
@@ -619,6 +642,83 @@ class VLLMServerBackend(Backend):
                 self._json_schema_ok = False
                 return await self._generate_one(messages, max_tokens, None)
             return Generation(text="", error=str(exc))
+
+    async def _takes_grammar(self) -> bool:
+        """Whether the server is a vLLM that takes `structured_outputs: {"grammar": ...}`
+        (0.11 and later; /version says). Other servers get `response_format`."""
+        if self._grammar_ok is None:
+            version = await self._vllm_version()
+            self._grammar_ok = version is not None and version >= (0, 11)
+            log.info("%s: vLLM version %s; JSON grammar %s", self.url, version, self._grammar_ok)
+        return self._grammar_ok
+
+    async def _vllm_version(self) -> tuple[int, int] | None:
+        def parse(data: dict[str, Any]) -> tuple[int, int] | None:
+            found = re.match(r"(\d+)\.(\d+)", str(data.get("version", "")))
+            return (int(found.group(1)), int(found.group(2))) if found else None
+
+        try:
+            return await self._call("GET", "/version", None, parse, retries=0)
+        except (_Failed, _ClientError):
+            return None
+
+    # -- a dead engine -------------------------------------------------------------------
+
+    def family(self) -> Family:
+        """The served model's family, when the server's model folder is on this machine."""
+        return family_of_folder(self._served_root)
+
+    async def _ensure_alive(self) -> None:
+        """Fail at once while the engine is dead; a restarted server (healthy /health)
+        is used again."""
+        if self._dead is not None:
+            status = await self._health()
+            if status is not None and status < 500:
+                log.warning("%s is healthy again", self.url)
+                self._dead = None
+        self._raise_if_dead()
+
+    def _raise_if_dead(self) -> None:
+        if self._dead is not None:
+            raise BackendError(self._dead, url=self.url, hint=self._dead_hint())
+
+    def _dead_hint(self) -> str:
+        limits = self.family().limits_for(self.kind)
+        known = "".join(f" Known limit of {self.family().name}: {x.describe()}." for x in limits)
+        return f"Restart the server; its log has the root cause.{known}"
+
+    async def _check_engine(self, failure: _Failed, messages: list[dict[str, Any]]) -> None:
+        """After a 5xx answer, ask /health: a 503 (or no server any more) means the engine
+        died, and every later request would fail too; raise instead of judging on.
+
+        Raises:
+            BackendError: the engine is dead.
+        """
+        if self._dead is None and "HTTP 5" in failure.reason:
+            status = await self._health()
+            if status is not None and status < 500:
+                return
+            with_image = any(
+                isinstance(m.get("content"), list)
+                and any(p.get("type") == "image_url" for p in m["content"])
+                for m in messages
+            )
+            self._dead = (
+                f"the server's engine died{' on an image request' if with_image else ''} "
+                f"({failure.reason}); /health answers "
+                + (f"HTTP {status}" if status is not None else "nothing")
+            )
+        self._raise_if_dead()
+
+    async def _health(self) -> int | None:
+        """/health's status code, or None when the server no longer answers."""
+        try:
+            response = await self._state().client.get(
+                self.url + "/health", headers=self._headers(), timeout=5.0
+            )
+        except self._httpx.HTTPError:
+            return None
+        return int(response.status_code)
 
     async def generate(
         self,
@@ -654,6 +754,7 @@ class VLLMServerBackend(Backend):
         except (BackendError, InputError) as exc:
             return [*rows, ("model", False, str(exc))]
         rows.append(("model", True, self._served_model))
+        self._served_root = dict(served).get(self._served_model)
         try:
             self._labels = await self.label_tokens()
         except (TokenizerError, BackendError) as exc:
@@ -731,9 +832,10 @@ class VLLMServerBackend(Backend):
         urls = await self._image_urls(chats)
         counts: list[int] = []
         for chat in chats:
+            messages = to_openai(chat, urls)
             payload = {
                 "model": self._served_model,
-                "messages": to_openai(chat, urls),
+                "messages": messages,
                 "max_tokens": 1,
                 "temperature": 0.0,
             }
@@ -749,7 +851,13 @@ class VLLMServerBackend(Backend):
                         f"the server refused an image: {exc.message}. Fix: {VISION_FIX}",
                     )
                 ]
-            except (_Failed, KeyError, TypeError, ValueError) as exc:
+            except _Failed as exc:
+                try:
+                    await self._check_engine(exc, messages)
+                except BackendError:
+                    return [self._dead_row()]
+                return [("vision", False, f"image request failed ({exc.reason})")]
+            except (KeyError, TypeError, ValueError) as exc:
                 return [("vision", False, f"image request failed ({describe(exc)})")]
         if counts[0] <= counts[1]:
             return [
@@ -772,6 +880,14 @@ class VLLMServerBackend(Backend):
         else:
             rows.append(("cache stats", True, "cached-token counts reported"))
         return rows
+
+    def _dead_row(self) -> tuple[str, bool, str]:
+        """The doctor's row for a dead engine: what happened, and the known limit's fix."""
+        family = self.family()
+        limits = family.limits_for(self.kind)
+        why = "".join(f"; known limit of {family.name}: {x.reason}" for x in limits)
+        fix = limits[0].workaround if limits else "restart the server; its log has the cause"
+        return ("engine", False, f"{self._dead}{why}. Fix: {fix}")
 
     async def aclose(self) -> None:
         state, self._state_ = self._state_, None
