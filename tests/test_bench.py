@@ -9,6 +9,7 @@ and require the same outcome for every rule. The slow test runs a short `judge b
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -268,6 +269,10 @@ RATIO_ROWS = {
     "compile": ["speed-up (sequential / batched)"],
     "video": ["5 s clip: model queries, reuse on / off", "10 s clip: model queries, reuse on / off",
               "cost vs length (reuse on, s per clip)"],
+    "geometry": ["prefix-cache hit, 2nd statement about an image"],
+    "cost": ["100 / 10 rules, relevance on: requests, tokens, seconds",
+             "100 / 10 rules, relevance off: requests, tokens, seconds",
+             "10 rules, relevance off / on: requests, tokens, seconds"],
 }
 
 
@@ -330,9 +335,56 @@ def test_bench_quick_against_real_vllm(
     assert last.startswith("bench: ")
     for key in ("cache_hit=", "computed/ideal=", "speedup_vs_naive=", "verdicts_same=",
                 "scaling_c64/c1=", "rss_late/early=", "compile_batched/seq=", "gpu=skipped",
-                "video="):
+                "video=", "geometry=", "cost_tok_100/10_rules="):
         assert key in last, (key, last)
     assert "n/a" not in last.split("gpu=")[0], last
+    check_block_size_and_geometry(vllm_server.url, result, last)
+    check_cost_curve(summary["cost_curve"])
+
+
+def check_block_size_and_geometry(url: str, result: dict[str, Any], last: str) -> None:
+    """The block size the bench prints is the server's, the server was started with the
+    CPU build's smallest block, and the geometry and token accounting agree with it."""
+    from judge.bench.probes import server_block_size
+    from judge.bench.server import CPU_BLOCK_SIZE
+
+    summary, geometry = result["summary"], result["summary"]["geometry"]
+    block = server_block_size(url)
+    assert block == CPU_BLOCK_SIZE == 32
+    assert summary["block_size"] == geometry["block_size"] == block
+    assert f"(block {block};" in last, last
+    printed = {r["value"] for r in result["rows"] if r["measure"].startswith("KV-cache block")}
+    assert printed == {f"{block} tokens"}, printed
+    # The toy VLM's 224-px scene is 256 image tokens (plus its two vision markers), and
+    # the second statement about an image is served every whole block of the shared
+    # prefix, never more than it sent.
+    assert geometry["image_size"] == [224, 224]
+    assert 256 <= geometry["image_tokens"] < geometry["prefix_tokens"], geometry
+    assert 0 < geometry["second_cached"] <= geometry["second_prompt"], geometry
+    whole = geometry["prefix_tokens"] // block * block
+    assert geometry["second_cached"] == whole, geometry
+    assert geometry["computed"] >= geometry["ideal"] > 0, geometry
+    # Only whole blocks are reused: the projection of this run's requests to its own block
+    # size reproduces what the server computed, and 128-token blocks (vLLM's CPU default,
+    # before) would have computed more of the same requests.
+    at = summary["computed_over_ideal_at_block"]
+    assert at[str(block)] == pytest.approx(summary["computed_over_ideal"], rel=0.02), at
+    assert at["128"] > at[str(block)] * 1.1, at
+
+
+def check_cost_curve(curve: list[dict[str, Any]]) -> None:
+    """Six points (10, 30, 100 rules; relevance on, off); more rules never ask less, and
+    the relevance scan skips rules only when it is on."""
+    assert [(p["rules"], p["relevance"]) for p in curve] == [
+        (n, on) for n in (10, 30, 100) for on in (True, False)
+    ]
+    for on in (True, False):
+        points = [p for p in curve if p["relevance"] is on]
+        requests = [p["requests"] for p in points]
+        assert requests == sorted(requests) and requests[-1] > requests[0], curve
+        assert all(p["tokens"] > 0 and p["seconds"] > 0 for p in points), curve
+    assert all(p["irrelevant"] == 0 for p in curve if not p["relevance"]), curve
+    assert any(p["irrelevant"] > 0 for p in curve if p["relevance"]), curve
 
 
 def test_prefill_ideal_counts_each_image_prefix_once() -> None:
@@ -356,3 +408,61 @@ def test_prefill_ideal_counts_each_image_prefix_once() -> None:
     assert pre.sent == 400 + 410 + 410 + 400 + 330
     assert pre.cached == 384 + 384 + 256 + 256
     assert pre.ideal == (380 + 20 + 30) + (380 + 20)
+
+
+def test_projection_to_other_block_sizes_counts_whole_blocks_only() -> None:
+    """`Prefill.computed_at`: with the server's block the measured count; with a larger
+    block each later statement about an image computes the prefix past its last whole
+    block again."""
+    from judge.bench.probes import QueryRecord
+    from judge.bench.run import prefill_of
+
+    def rec(digest: str, tokens: int, cached: int) -> QueryRecord:
+        return QueryRecord(digest, (224, 224), f"q{tokens}{cached}", "i", tokens, cached, True)
+
+    # A 306-token prefix: 288 (9 blocks of 32) reused by the later statements.
+    records = [rec("a", 318, 0), rec("a", 319, 288), rec("a", 320, 288),
+               rec("b", 318, 32), rec("b", 321, 288)]
+    pre = prefill_of(records, 2, lambda size: 306)  # type: ignore[arg-type]
+    assert pre.computed_at(32) == pre.computed
+    # 128-token blocks: 256 reused by the later statements, nothing of the 32-token head.
+    assert pre.computed_at(128) == 318 + (319 - 256) + (320 - 256) + 318 + (321 - 256)
+
+
+def test_server_block_size_read_from_the_cache_config_gauge() -> None:
+    from judge.bench.probes import CACHE_CONFIG_INFO, metric_labels
+
+    text = (
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+        'vllm:cache_config_info{block_size="32",cache_dtype="auto",engine="0"} 1.0\n'
+    )
+    assert metric_labels(text, CACHE_CONFIG_INFO) == {
+        "block_size": "32", "cache_dtype": "auto", "engine": "0"
+    }
+    assert metric_labels(text, "vllm:other") is None
+
+
+def test_cpu_server_args_default_to_the_smallest_accepted_block() -> None:
+    from judge.bench.server import CPU_BLOCK_SIZE, cpu_server_args
+
+    args = cpu_server_args()
+    assert args[args.index("--block-size") + 1] == str(CPU_BLOCK_SIZE) == "32"
+    args = cpu_server_args(block_size=128)
+    assert args[args.index("--block-size") + 1] == "128"
+
+
+def test_synthetic_policies_extend_each_other_over_the_toy_statements() -> None:
+    from judge.bench.cost import RULE_COUNTS, synthetic_policy
+    from judge.toy.world import example_statements
+
+    policies = [synthetic_policy(n) for n in RULE_COUNTS]
+    assert [len(p.rules) for p in policies] == list(RULE_COUNTS)
+    for small, large in itertools.pairwise(policies):
+        assert large.rules[: len(small.rules)] == small.rules
+    texts = [r.text for r in policies[-1].rules]
+    assert len(set(texts)) == len(texts)
+    grammar = set(example_statements())
+    used = [{a for pre in p.rules for a in [s for c in pre.preconditions for s in c.any_of]}
+            for p in policies]
+    assert used[-1] <= grammar
+    assert len(used[0]) < len(used[1]) <= len(used[2])  # more rules, more statements

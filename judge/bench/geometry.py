@@ -33,7 +33,12 @@ import httpx
 from PIL import Image
 
 from judge import queries
-from judge.bench.probes import RecordingBackend, server_block_size, tokenize_chat
+from judge.bench.probes import (
+    RecordingBackend,
+    server_block_size,
+    server_root,
+    tokenize_chat,
+)
 from judge.images import fit_pixels
 
 GEOMETRY_SEED = 600_000
@@ -88,6 +93,16 @@ class Geometry:
         return out
 
 
+def served_name(url: str) -> str | None:
+    """The first model the server lists at /v1/models (None when it lists none)."""
+    try:
+        response = httpx.get(f"{server_root(url)}/v1/models", timeout=10.0)
+        response.raise_for_status()
+        return str(response.json()["data"][0]["id"])
+    except (httpx.HTTPError, KeyError, IndexError, ValueError):
+        return None
+
+
 def image_tokens(url: str, model: str, image: Image.Image) -> int | None:
     """Tokens `image` adds to a question, from the server's /tokenize (None without it)."""
     query = queries.visibility_query("a red shape", image)
@@ -128,7 +143,7 @@ async def measure_geometry(
 
     if len(statements) < 2:
         statements = [*statements, "a red shape", "written text"][:2]
-    model = backend.model_id
+    model = backend.model_id or served_name(url) or ""
     budget = backend.max_image_pixels
     images = [(f"geometry-{key}", fit_pixels(image, budget))
               for key, image in scenes(GEOMETRY_SEED, n_images + 1)]

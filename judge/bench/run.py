@@ -3,18 +3,24 @@
 Sections, each printed as ratios (the limit: docs/architecture.md, "Speed comes from
 the engine"):
 
+0. geometry: the served model's image tokens, shared prefix, second-statement cache hit
+   and computed / ideal prompt tokens (judge.bench.geometry; any model, no judging);
 1. prefill: prompt tokens sent per image against the ideal (instructions and image once,
    plus each statement's suffix), and the share served by the server's prefix cache,
-   from `usage.prompt_tokens_details.cached_tokens` and from vLLM's /metrics counters;
+   from `usage.prompt_tokens_details.cached_tokens` and from vLLM's /metrics counters,
+   beside the server's KV block size and what the same requests would have computed
+   with vLLM's CPU default of 128-token blocks;
 2. naive: the plain algorithm (judge.bench.naive) on the same images: calls per image by
    kind, images/s, and whether every verdict is the same;
 3. scaling: images/s at image concurrency 1, 4, 16 and 64;
 4. memory: this process's RSS while it streams many images (flat, not growing);
 5. compile: precondition extraction for a 100-rule constitution, batched vs sequential;
-6. gpu: s/image and images/s with a real model on a GPU, when one is given;
-7. fleet: two or more replicas, prefix-aware routing against round-robin
+6. cost: requests, computed prompt tokens and seconds per image for synthetic policies of
+   10, 30 and 100 rules, relevance scan on and off (judge.bench.cost);
+7. gpu: s/image and images/s with a real model on a GPU, when one is given;
+8. fleet: two or more replicas, prefix-aware routing against round-robin
    (judge.bench.fleet);
-8. video: frames judged per second, model queries per clip with and without reuse, and
+9. video: frames judged per second, model queries per clip with and without reuse, and
    the cost per clip against its length (judge.bench.video).
 
 Images come from the toy world's scene generator, drawn lazily, with disjoint seeds per
@@ -40,6 +46,7 @@ import httpx
 from PIL import Image
 
 from judge import queries
+from judge.bench.cost import cost_summary, run_cost_section
 from judge.bench.fleet import fleet_summary, run_fleet_section
 from judge.bench.geometry import geometry_summary
 from judge.bench.naive import NaiveJudge, same_verdicts
@@ -75,15 +82,17 @@ FLAT_TARGET = 1.10  # late/early RSS at most this
 
 # Seeds of each section's scenes; far apart so sections never share an image.
 SECTIONS: tuple[str, ...] = (
-    "geometry", "prefill", "naive", "scaling", "memory", "compile", "gpu", "fleet", "video",
+    "geometry", "prefill", "naive", "scaling", "memory", "compile", "cost", "gpu", "fleet",
+    "video",
 )
 # These need the (vLLM) server; "gpu" needs none, and "fleet" its own replicas.
-SERVER_SECTIONS = (*SECTIONS[:6], "video")
+SERVER_SECTIONS = (*SECTIONS[:7], "video")
 # These judge through the engine (a relevance scorer and a locator too); "geometry" asks
 # the served model only, so it runs for any model, random-weight builds included.
-JUDGE_SECTIONS = ("prefill", "naive", "scaling", "memory", "compile")
+JUDGE_SECTIONS = ("prefill", "naive", "scaling", "memory", "compile", "cost")
 
 SEEDS = {"warmup": 900_000, "main": 100_000, "scaling": 200_000, "memory": 300_000, "gpu": 400_000}
+# Others: fleet 500_000 (judge.bench.fleet), geometry 600_000, cost 700_000.
 
 
 @dataclass
@@ -112,6 +121,7 @@ class BenchConfig:
     fleet_servers: tuple[str, ...] = ()  # two or more replicas for the fleet section
     fleet_images: int = 24
     video_lengths: tuple[float, ...] = VIDEO_LENGTHS  # seconds of each bench clip
+    cost_images: int = 8  # images per point of the cost curve (6 points)
 
     @property
     def server(self) -> str:
@@ -172,6 +182,7 @@ class BenchResult:
             fleet_summary(s),
             video_summary(s),
             geometry_summary(s),
+            cost_summary(s),
         ]
         return "bench: " + " | ".join(parts)
 
@@ -393,18 +404,21 @@ class Bench:
             self._on_server().open(concurrency=self.config.backend_concurrency)
         )
 
-    def judge_on(self, backend: Backend, store_name: str) -> Any:
-        """A Judge of the bench's lock over `backend`, with the model options' relevance
-        scorer and locator (a registered name's own by default) and a store of its own."""
+    def judge_on(
+        self, backend: Backend, store_name: str, lock: Lock | None = None, options: Any = None
+    ) -> Any:
+        """A Judge of the bench's lock (or `lock`) over `backend`, with the model options'
+        relevance scorer and locator (a registered name's own by default), the bench's
+        judging options (or `options`) and a store of its own."""
         from judge.engine.judge import Judge
         from judge.store import Store
 
         # A file store: an in-memory one would grow with the decision log.
         store = Store(Path(self._tmp.name) / f"{store_name}.sqlite3")
         return Judge(
-            self.lock,
+            lock or self.lock,
             **self.config.model_options.judge_kwargs(backend=backend),
-            options=self.config.options,
+            options=options or self.config.options,
             store=store,
         )
 
@@ -459,6 +473,8 @@ class Bench:
                 await self._memory(engine, engine_backend)
             if "compile" in wanted:
                 await self._compile(naive_backend)
+            if "cost" in wanted:
+                await run_cost_section(self, self.config.cost_images, reset_prefix_cache)
         finally:
             for judge in (engine, reference):
                 await judge.aclose()

@@ -83,14 +83,19 @@ def bench(
     sections: str | None = typer.Option(
         None,
         "--sections",
-        help="Sections, comma-separated: prefill, naive, scaling, memory, compile, gpu, "
-        "fleet, video (default: all of them; fleet needs two --server URLs, or is asked for "
-        "by name and then starts two local replicas; video judges 5, 20 and 60 s clips, "
-        "5 and 10 s with --quick).",
+        help="Sections, comma-separated: geometry, prefill, naive, scaling, memory, compile, "
+        "cost, gpu, fleet, video (default: all of them; geometry asks the served model only, "
+        "so it runs for any --model, tiny family builds included; fleet needs two --server "
+        "URLs, or is asked for by name and then starts two local replicas; video judges 5, "
+        "20 and 60 s clips, 5 and 10 s with --quick).",
     ),
     fleet_images: int | None = typer.Option(
         None, "--fleet-images", help="Images per routing policy in the fleet section "
         "(default: 24, 12 with --quick)."
+    ),
+    cost_images: int | None = typer.Option(
+        None, "--cost-images", help="Images per point of the cost curve (10, 30 and 100 "
+        "rules, relevance on and off; default: 8, 3 with --quick)."
     ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the results here (default: no file)."
@@ -135,6 +140,7 @@ def bench(
         fleet_servers=tuple(servers) if len(servers) > 1 else (),
         fleet_images=fleet_images if fleet_images is not None else (12 if quick else 24),
         video_lengths=QUICK_LENGTHS if quick else LENGTHS,
+        cost_images=cost_images if cost_images is not None else (3 if quick else 8),
     )
 
     def model_path() -> Path:
