@@ -57,7 +57,8 @@ class VLLMEngineBackend(InProcessBackend):
             "limit_mm_per_prompt": {"image": max_images, "video": 0},
             # A JSON schema with free whitespace lets a weak model pad its answer with
             # blanks until the token budget runs out (a tiny Gemma 3 did): compact JSON only.
-            "structured_outputs_config": {"disable_any_whitespace": True},
+            # vLLM takes disable_any_whitespace only with a named backend (not "auto").
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
             **engine_args,
         }
         if max_model_len is not None:
