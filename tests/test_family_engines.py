@@ -229,17 +229,21 @@ def test_cascade_json_from_a_server_without_the_whitespace_flag(gemma3_server: A
 
     backend = server_backend(gemma3_server)
     chat = [Message.user("Look.", picture(), "Summarise as JSON: rating Yes or No.")]
+    text_only = [Message.user("Summarise as JSON: rating Yes or No.")]
 
-    async def main() -> tuple[Any, Any]:
+    async def main() -> tuple[Any, Any, Any]:
         try:
-            [generation] = await backend.generate([chat], 96, SUMMARY_SCHEMA)
+            generation, plain = await backend.generate([chat, text_only], 96, SUMMARY_SCHEMA)
             items = [CascadeItem("a red circle", picture(), "pic") for _ in range(2)]
-            return generation, await run_cascade(backend, items)
+            return generation, plain, await run_cascade(backend, items)
         finally:
             await backend.aclose()
 
-    generation, results = asyncio.run(main())
-    assert generation.error is None
+    generation, plain, results = asyncio.run(main())
+    assert generation.error is None and plain.error is None
+    # transformers constrains to the same compact JSON: the same greedy text.
+    [local] = asyncio.run(hf_backend(build("gemma3")).generate([text_only], 96, SUMMARY_SCHEMA))
+    assert local.text == plain.text
     assert generation.text.startswith('{"rating":"'), generation.text[:80]
     assert "\n" not in generation.text and parse_rating(generation.text) is not None
     assert all(r.rating is not None for r in results), [r.error for r in results]

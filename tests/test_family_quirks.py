@@ -388,3 +388,41 @@ def test_doctor_names_the_dead_engine_and_the_workaround(
         raise_for(checks)
     assert info.value.exit_code == 3 and "engine check failed" in str(info.value)
     assert "--backend hf" in str(info.value)
+
+
+def test_a_server_that_exits_after_its_engine_died(misbehaving_server: Any) -> None:
+    """vLLM's default: the engine dies (HTTP 500), then the server exits; the retry finds
+    no server, and that is a dead engine too, not a failed query among others."""
+    import socket
+    import threading
+
+    server = misbehaving_server()
+    gone = threading.Event()
+
+    def handler(h: Any, method: str, body: Any) -> bool:
+        if gone.is_set():  # no server any more: every connection is dropped unanswered
+            h.connection.shutdown(socket.SHUT_RDWR)
+            h.close_connection = True
+            return True
+        if h.path == "/v1/chat/completions" and "image_url" in json.dumps(body):
+            server._error(h, 500, "EngineCore encountered an issue.")
+            gone.set()
+            threading.Thread(target=server.stop, daemon=True).start()
+            return True
+        return False
+
+    _answer(server, handler)
+    backend = load_backend("vllm-server", server=server.url, **{**FAST, "retries": 1})
+    image = Image.new("RGB", (16, 16), "red")
+
+    async def main() -> Any:
+        try:
+            return await backend.yes_no([YesNoQuery("Look.", "Q?", image)])
+        finally:
+            await backend.aclose()
+
+    with pytest.raises(BackendError) as info:
+        asyncio.run(main())
+    text = str(info.value)
+    assert "engine died on an image request (HTTP 500: EngineCore encountered an issue.; " in text
+    assert "; then connection " in text and "/health answers nothing" in text

@@ -130,9 +130,10 @@ class HFBackend(InProcessBackend):
     def _compiled(self, schema: str) -> Any:
         compiler = self._grammar_compiler
         assert compiler is not None, "only called when supports_json_schema"
-        # One line, json.dumps spacing: free whitespace lets a weak model pad the JSON
-        # with blanks until its token budget runs out.
-        return compiler.compile_json_schema(schema, any_whitespace=False)
+        # No free whitespace: it lets a weak model pad the JSON with blanks until its token
+        # budget runs out. Compact separators, as the vLLM back ends send (json_grammar.py),
+        # so all three generate the same tokens.
+        return compiler.compile_json_schema(schema, any_whitespace=False, separators=(",", ":"))
 
     @property
     def max_image_pixels(self) -> int | None:

@@ -12,6 +12,16 @@ Yes/No probabilities: one generated token at temperature 0 with `logprobs`. vLLM
 `logprob_token_ids` returns the logprob of exactly the label tokens (looked up once
 through `/tokenize`), so they are never cut off by a top-k; servers without that field
 get `top_logprobs` (20) instead, and a label outside it is reported missing.
+
+JSON answers: a vLLM server (its /version says 0.11 or later) gets, per request, a grammar
+derived from the schema with no free whitespace (judge/models/json_grammar.py), whatever
+flags it was started with; other servers get `response_format`; a refusal steps down to the
+next (grammar, then response_format, then unconstrained).
+
+A dead engine: after a 5xx answer, /health is asked; a 503 (or no answer) means vLLM's
+engine died, and every request after would fail too. The run then ends with a
+BackendError that says so, with the served family's known limit and workaround when the
+model folder is on this machine (judge.models.family), instead of undecided verdicts.
 """
 
 from __future__ import annotations
@@ -190,6 +200,7 @@ class VLLMServerBackend(Backend):
         self._served_root: str | None = None
         # Why the server's engine is dead, once a 5xx answer and /health have shown it.
         self._dead: str | None = None
+        self._last_5xx: str | None = None  # the last 5xx answer, for a server gone after it
         self._started = False
         # Images whose prefix the server has recently computed (see `yes_no`).
         self._warm: OrderedDict[str, None] = OrderedDict()
@@ -277,7 +288,8 @@ class VLLMServerBackend(Backend):
             raise _Failed(f"connection failed ({describe(exc)})", retryable=True) from None
         status = response.status_code
         if status >= 500:
-            raise _Failed(f"HTTP {status}: {_error_message(response)}", retryable=True)
+            self._last_5xx = f"HTTP {status}: {_error_message(response)}"
+            raise _Failed(self._last_5xx, retryable=True)
         if status >= 400:
             raise _ClientError(status, _error_message(response))
         try:
@@ -694,10 +706,15 @@ class VLLMServerBackend(Backend):
         Raises:
             BackendError: the engine is dead.
         """
-        if self._dead is None and "HTTP 5" in failure.reason:
+        # vLLM answers 500 when its engine dies, then (unless told to stay up) exits: the
+        # retry of that request finds no server. A server gone without a 5xx before is
+        # left to the retries and the breaker (it may be restarting).
+        if self._dead is None and ("HTTP 5" in failure.reason or self._last_5xx is not None):
             status = await self._health()
             if status is not None and status < 500:
                 return
+            first = self._last_5xx or failure.reason
+            seen = first if first in failure.reason else f"{first}; then {failure.reason}"
             with_image = any(
                 isinstance(m.get("content"), list)
                 and any(p.get("type") == "image_url" for p in m["content"])
@@ -705,7 +722,7 @@ class VLLMServerBackend(Backend):
             )
             self._dead = (
                 f"the server's engine died{' on an image request' if with_image else ''} "
-                f"({failure.reason}); /health answers "
+                f"({seen}); /health answers "
                 + (f"HTTP {status}" if status is not None else "nothing")
             )
         self._raise_if_dead()
