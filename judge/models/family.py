@@ -120,7 +120,9 @@ FAMILIES: tuple[Family, ...] = (
                 reason=(
                     "vLLM's CPU build kills its engine on Llama 4's vision encoder "
                     "(Llama4UnfoldConvolution: 'Expected a.stride(-1) == 1'); every later "
-                    "request answers HTTP 500"
+                    "request fails (HTTP 500, or no server). Measured on the tiny build: "
+                    "images below the 224-pixel tile (56x56, 96x80) crash it, 224x224 up to "
+                    "448x448 and 300x200 pass"
                 ),
                 workaround=(
                     "serve Llama 4 with vLLM on a GPU, or judge on this machine with `--backend hf`"
