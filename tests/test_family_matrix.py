@@ -148,20 +148,22 @@ def yes_no_plumbing(backend: Any) -> dict[str, Any]:
     ]
 
     summary = [Message.user("Is a blue shape visible?", small, "Answer as JSON.")]
+    text_only = [Message.user("Is a blue shape visible? Answer as JSON.")]
 
     async def ask() -> tuple[list[Any], Any, Any]:
         try:
             results = await backend.yes_no(queries)
-            [generation] = await backend.generate([summary], 96, SUMMARY_SCHEMA)
-            return results, backend.labels, generation
+            generations = await backend.generate([summary, text_only], 96, SUMMARY_SCHEMA)
+            return results, backend.labels, generations
         finally:
             await backend.aclose()
 
-    results, labels, generation = asyncio.run(ask())
-    assert generation.error is None, generation
-    if backend.supports_json_schema:
-        assert generation.text.startswith('{"rating": "'), generation.text[:80]
-        assert "\n" not in generation.text and parse_rating(generation.text) is not None
+    results, labels, generations = asyncio.run(ask())
+    for generation in generations:
+        assert generation.error is None, generation
+        if backend.supports_json_schema:
+            assert generation.text.startswith('{"rating": "'), generation.text[:80]
+            assert "\n" not in generation.text and parse_rating(generation.text) is not None
     for result in results:
         assert result.error is None and not result.missing, result
         assert result.p_yes > 0 and result.p_no > 0 and result.m is not None
@@ -176,7 +178,9 @@ def yes_no_plumbing(backend: Any) -> dict[str, Any]:
         "image_tokens_448": bigger.prompt_tokens - prior.prompt_tokens,
         "cached_tokens_second_statement": again.cached_tokens,
         "p": [[r.p_yes, r.p_no] for r in results],
-        "summary": generation.text,
+        # Greedy text without an image: the same on every back end (with one, random
+        # weights amplify Gemma 3's image-attention difference into another text).
+        "summary": generations[1].text,
     }
 
 

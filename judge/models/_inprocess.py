@@ -73,7 +73,9 @@ class InProcessBackend(Backend):
         from PIL import Image
 
         found = ", ".join(f"{s!r}={i}" for i, s in {**self.labels.yes, **self.labels.no}.items())
-        image = Image.new("RGB", (56, 56), (200, 30, 30))
+        # An ordinary 224-pixel image: a smaller one than a family's tile can fail where
+        # real images pass (Llama 4 on vLLM's CPU build kills its engine on one).
+        image = Image.new("RGB", (224, 224), (200, 30, 30))
         a = self.prompt_token_ids(YesNoQuery("Answer Yes or No.", "Is it red?", image))
         b = self.prompt_token_ids(YesNoQuery("Answer Yes or No.", "Is it red?"))
         vision = (

@@ -116,7 +116,7 @@ FAMILIES: tuple[Family, ...] = (
             Limit(
                 backend="vllm-server",
                 device="cpu",
-                what="image requests",
+                what="images smaller than 224x224",
                 reason=(
                     "vLLM's CPU build kills its engine on Llama 4's vision encoder "
                     "(Llama4UnfoldConvolution: 'Expected a.stride(-1) == 1'); every later "
@@ -131,7 +131,7 @@ FAMILIES: tuple[Family, ...] = (
             Limit(
                 backend="vllm",
                 device="cpu",
-                what="image requests",
+                what="images smaller than 224x224",
                 reason=(
                     "vLLM's CPU build fails in Llama 4's vision encoder "
                     "(Llama4UnfoldConvolution: 'Expected a.stride(-1) == 1')"

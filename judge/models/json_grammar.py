@@ -3,10 +3,10 @@
 A JSON-schema grammar that allows any whitespace between tokens lets a weak model answer
 `{` and then newlines until its token budget runs out (a tiny Gemma 3 through vLLM did,
 for every rule). vLLM 0.32 turns free whitespace off only for the whole server
-(`--structured-outputs-config '{"backend": "xgrammar", "disable_any_whitespace": true}'`), not per request; so
-judge sends, per request, an EBNF grammar derived from the schema by xgrammar with no free
-whitespace, which any vLLM server honours (`structured_outputs: {"grammar": ...}`), and
-the in-process engine and transformers use the same grammar.
+(`--structured-outputs-config '{"backend": "xgrammar", "disable_any_whitespace": true}'`),
+not per request; so judge sends, per request, an EBNF grammar derived from the schema by
+xgrammar with no free whitespace, which any vLLM server honours (`structured_outputs:
+{"grammar": ...}`), and the in-process engine and transformers use the same grammar.
 
 The separators are json.dumps's (", " and ": "): one fixed spelling, the one models (and
 the toy VLM, which was trained on json.dumps text) write. Compact separators would force

@@ -847,7 +847,9 @@ class VLLMServerBackend(Backend):
         return ("logprobs", False, f"{top_note}; {ids_note}. Fix: {LOGPROBS_FIX}")
 
     async def _check_vision(self) -> list[tuple[str, bool, str]]:
-        image = Image.new("RGB", (56, 56), (200, 30, 30))
+        # An ordinary 224-pixel image: a smaller one than a family's tile can fail where
+        # real images pass (Llama 4 on vLLM's CPU build kills its engine on one).
+        image = Image.new("RGB", (224, 224), (200, 30, 30))
         chats = [
             [Message.user("Describe.", image, "Yes or No?")],
             [Message.user("Describe.", "Yes or No?")],
