@@ -79,20 +79,21 @@ def render(results: dict[str, Any]) -> str:
 def render_numbers(results: dict[str, Any]) -> str:
     """What the vLLM server computed compared with transformers, per family."""
     lines = [
-        "| family | label tokens | image tokens (224 px) | prompt tokens, both back ends "
-        "| max \\|P(vLLM) - P(transformers)\\| | second statement: cached / prompt tokens |",
+        "| family | single-token label spellings | image tokens (224 px) | prompt tokens, "
+        "both back ends | largest relative difference in P(Yes), P(No) | second statement: "
+        "cached / prompt tokens |",
         "|---|---|---|---|---|---|",
     ]
     for family in families():
         hf = results.get(family.name, {}).get("hf", {})
         server = results.get(family.name, {}).get("vllm-server", {})
         if server.get("status") != "works":
-            lines.append(f"| {family.display} | {', '.join(map(repr, hf.get('labels', [])))} "
+            lines.append(f"| {family.display} | {len(hf.get('labels', []))} "
                          f"| {hf.get('image_tokens', '')} | - | - | - |")
             continue
         difference = server.get("max_p_difference")
         lines.append(
-            f"| {family.display} | {', '.join(map(repr, server.get('labels', [])))} "
+            f"| {family.display} | {len(server.get('labels', []))} "
             f"| {server.get('image_tokens')} | {server.get('prompt_tokens')} "
             f"| {'-' if difference is None else f'{difference:.1e}'} "
             f"| {server.get('cached_tokens_second_statement')} / {server.get('prompt_tokens')} |"

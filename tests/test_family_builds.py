@@ -141,6 +141,7 @@ def _image_token_id(config: Any) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.matrix
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_builds_in_seconds_then_cached(
     name: str, builds: dict[str, tuple[Path, float]], root: Path
@@ -157,6 +158,7 @@ def test_builds_in_seconds_then_cached(
 
 
 @pytest.mark.slow
+@pytest.mark.matrix
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_loads_renders_and_runs(
     name: str, builds: dict[str, tuple[Path, float]], root: Path
@@ -204,6 +206,7 @@ def test_loads_renders_and_runs(
 
 
 @pytest.mark.slow
+@pytest.mark.matrix
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_answers_are_single_tokens(
     name: str, builds: dict[str, tuple[Path, float]], root: Path
@@ -231,6 +234,7 @@ def test_answers_are_single_tokens(
 
 
 @pytest.mark.slow
+@pytest.mark.matrix
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_checkpoint_keys_are_the_hub_names(
     name: str, builds: dict[str, tuple[Path, float]], root: Path

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from judge.errors import BackendError
 from judge.models.base import YesNoQuery
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.matrix]
 
 families = pytest.importorskip("judge.models.families")
 pytest.importorskip("transformers")

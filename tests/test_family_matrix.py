@@ -21,6 +21,7 @@ with a traceback or an undecided run that looks like success.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -45,9 +46,9 @@ POLICY = ROOT / "constitutions" / "toy.yaml"
 # kind of the toy policy is asked about.
 IMAGES = [ROOT / "eval" / "toy" / "images" / f"sample-{i:06d}.png" for i in (0, 3, 1)]
 # vLLM in process costs an engine start per family in a process of its own: two families
-# (Mistral 3 with its real tekken vocabulary, and Gemma 3, whose image attention differs
-# on vLLM's CPU build).
-IN_PROCESS_FAMILIES = ("gemma3", "mistral3")
+# (Gemma 3, whose image attention differs on vLLM's CPU build, and InternVL, which vLLM
+# serves with another model's code).
+IN_PROCESS_FAMILIES = ("gemma3", "internvl")
 # Largest relative difference |P_vllm - P_hf| / P between vLLM and transformers, over
 # P(Yes) and P(No) of the same prompts (float32 on both; random weights put each label
 # near 0.004). Gemma 3: vLLM's CPU build attends causally over the image tokens where
@@ -69,7 +70,7 @@ def write_results() -> Iterator[None]:
     if not target or not RESULTS:
         return
     path = Path(target)
-    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged = json.loads(path.read_text() or "{}") if path.exists() else {}
     for family, cells in RESULTS.items():
         merged.setdefault(family, {}).update(cells)
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
@@ -110,13 +111,17 @@ def check_verdicts(document: dict[str, Any], family: str) -> dict[str, Any]:
     verdicts = document["verdicts"]
     assert len(verdicts) == len(IMAGES)
     stages: dict[str, int] = {}
-    rationales = 0
+    calls: dict[str, int] = {}
+    rationales = masked = 0
     for verdict in verdicts:
+        for kind, count in verdict["run"]["calls"].items():
+            calls[kind] = calls.get(kind, 0) + count
         assert verdict["error"] is None, (family, verdict["error"])
         assert verdict["outcome"] in ("safe", "unsafe"), (family, verdict["outcome"], verdict)
         judged = [r for r in verdict["rules"] if r["outcome"] != "irrelevant"]
         assert judged, "the relevance scan left no rule to judge"
         for rule in judged:
+            assert rule["relevance"] is not None, rule  # the relevance scan scored it
             assert rule["preconditions"], rule  # evidence
             for pre in rule["preconditions"]:
                 for alt in pre["alternatives"]:
@@ -125,10 +130,14 @@ def check_verdicts(document: dict[str, Any], family: str) -> dict[str, Any]:
                     if alt["m"] is not None:
                         # P(Yes)/(P(Yes)+P(No)) with the image, and the prior without it.
                         assert 0.0 <= alt["m"] <= 1.0 and alt["prior"] is not None
+                    masked += alt["masked_m"] is not None
                     if alt["stage"] == "cascade":
                         assert alt["rationale"] is not None, alt  # its JSON was parsed
                         rationales += 1
-    return {"stages": stages, "cascade_rationales": rationales}
+    # Every stage ran: the relevance scan, the locator, the masked re-ask, the cascade.
+    assert calls.get("relevance_encoder", 0) > 0 and calls.get("locator", 0) > 0, calls
+    assert masked > 0 and rationales > 0, (masked, rationales, stages)
+    return {"stages": stages, "calls": calls, "cascade_rationales": rationales}
 
 
 def yes_no_plumbing(backend: Any) -> dict[str, Any]:
@@ -244,22 +253,64 @@ def kept(plumbing: dict[str, Any]) -> dict[str, Any]:
 # -- the vLLM server -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def family_server(family: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from judge.bench.server import cpu_server_args, start_vllm_server
+class Servers:
+    """One vLLM server per family, the next family's started in the background while the
+    current family's tests run (2 cores: a server start is mostly one busy thread)."""
 
-    folder = build_family(family)
-    log_path = tmp_path_factory.mktemp(f"vllm-{family}") / "server.log"
-    started = time.monotonic()
-    server = start_vllm_server(
-        folder, served_model_name=f"tiny-{family}", args=cpu_server_args(max_num_seqs=4),
-        log_path=log_path, timeout=600,
-    )
-    server.ready_seconds = round(time.monotonic() - started, 1)  # type: ignore[attr-defined]
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.starting: dict[str, concurrent.futures.Future[Any]] = {}
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def _start(self, family: str) -> Any:
+        from judge.bench.server import cpu_server_args, start_vllm_server
+
+        started = time.monotonic()
+        server = start_vllm_server(
+            build_family(family), served_model_name=f"tiny-{family}",
+            args=cpu_server_args(max_num_seqs=4), log_path=self.folder / f"{family}.log",
+            timeout=600,
+        )
+        server.ready_seconds = round(time.monotonic() - started, 1)
+        return server
+
+    def start(self, family: str) -> None:
+        if family not in self.starting:
+            self.starting[family] = self.pool.submit(self._start, family)
+
+    def get(self, family: str) -> Any:
+        self.start(family)
+        following = FAMILY_NAMES.index(family) + 1
+        if following < len(FAMILY_NAMES):
+            self.start(FAMILY_NAMES[following])
+        return self.starting[family].result()
+
+    def stop(self, family: str) -> None:
+        future = self.starting.get(family)
+        if future is not None and future.done() and future.exception() is None:
+            future.result().stop()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for family in self.starting:
+            self.stop(family)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    pool = Servers(tmp_path_factory.mktemp("vllm-servers"))
     try:
-        yield server
+        yield pool
     finally:
-        server.stop()
+        pool.close()
+
+
+@pytest.fixture(scope="module")
+def family_server(family: str, servers: Servers) -> Iterator[Any]:
+    try:
+        yield servers.get(family)
+    finally:
+        servers.stop(family)
 
 
 def test_vllm_server(family: str, family_server: Any, tmp_path: Path) -> None:
@@ -306,8 +357,8 @@ def test_vllm_server(family: str, family_server: Any, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", IN_PROCESS_FAMILIES)
 def test_vllm_in_process(name: str, tmp_path: Path) -> None:
-    """`judge doctor`, a whole run and the plumbing with `--backend vllm`, in a process of
-    their own (tests/_family_in_process.py: vLLM's engine starts worker processes)."""
+    """The doctor's checks, a whole run and the plumbing on one in-process vLLM engine, in
+    a process of its own (tests/_family_in_process.py: vLLM's engine starts workers)."""
     from judge.bench.server import server_env
 
     build_family(name)
@@ -319,11 +370,8 @@ def test_vllm_in_process(name: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(out.read_text())
-    code, doctor, err = seen["doctor"]
-    assert code == 0 and "judge doctor" in doctor, doctor + err
-    code, document, err = seen["run"]
-    assert code in (0, 1), document[-2000:] + err[-2000:]
-    counts = check_verdicts(json.loads(document), name)
+    assert seen["doctor"] and all(ok for _, ok, _ in seen["doctor"]), seen["doctor"]
+    counts = check_verdicts(seen["run"], name)
     plumbing, hf = seen["plumbing"], hf_plumbing(name)
     assert plumbing["prompt_tokens"] == hf["prompt_tokens"], (plumbing, hf)
     difference = relative_difference(plumbing, hf)

@@ -27,12 +27,15 @@ def _env() -> dict[str, str]:
 
 
 def test_fresh_machine_commands_are_the_ones_ci_runs() -> None:
-    setup_and_main, tests = _blocks("bash")[:2]
+    setup_and_main, tests, matrix = _blocks("bash")[:3]
     assert setup_and_main.startswith("bash scripts/setup.sh && ")
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/setup.sh" in ci
     assert tests.strip().replace(".venv/bin/python -m pytest -q", "") == ""
     assert ".venv/bin/python -m pytest -q" in ci
+    # The family matrix runs on its own (pyproject's addopts leave it out of the above).
+    assert matrix.strip() == ".venv/bin/python -m pytest -q -m matrix"
+    assert "python -m pytest -q -m matrix" in ci and "support_matrix.py" in ci
 
 
 @pytest.mark.slow
