@@ -296,9 +296,21 @@ class Servers:
             self.stop(family)
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def selected(request: pytest.FixtureRequest, test: str) -> list[str]:
+    """The parameters of `test` that this session runs (none when -k leaves it out)."""
+    return [item.name.split("[", 1)[1].rstrip("]") for item in request.session.items
+            if item.name.startswith(test + "[")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def servers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Servers]:
     pool = Servers(tmp_path_factory.mktemp("vllm-servers"))
+    # The first server starts while the first family is tested with transformers.
+    first = selected(request, "test_vllm_server")
+    if first:
+        pool.start(first[0])
     try:
         yield pool
     finally:
@@ -355,19 +367,44 @@ def test_vllm_server(family: str, family_server: Any, tmp_path: Path) -> None:
 # -- vLLM in process -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", IN_PROCESS_FAMILIES)
-def test_vllm_in_process(name: str, tmp_path: Path) -> None:
-    """The doctor's checks, a whole run and the plumbing on one in-process vLLM engine, in
-    a process of its own (tests/_family_in_process.py: vLLM's engine starts workers)."""
+def in_process_job(family: str, folder: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run tests/_family_in_process.py for `family` (vLLM's engine starts workers: a
+    process of its own); returns the process and its JSON file."""
     from judge.bench.server import server_env
 
-    build_family(name)
-    out = tmp_path / "out.json"
+    build_family(family)
+    out = folder / f"{family}.json"
     script = Path(__file__).with_name("_family_in_process.py")
     done = subprocess.run(
-        [sys.executable, str(script), name, str(tmp_path / "s.sqlite3"), str(out)],
+        [sys.executable, str(script), family, str(folder / f"{family}.sqlite3"), str(out)],
         capture_output=True, text=True, timeout=900, cwd=ROOT, env=server_env(),
     )
+    return done, out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def in_process_jobs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, concurrent.futures.Future[Any]]]:
+    """The in-process jobs, started at once, one after another, beside the other tests
+    (they mostly wait on servers and processes: the second core is free)."""
+    folder = tmp_path_factory.mktemp("vllm-in-process")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    jobs = {f: pool.submit(in_process_job, f, folder)
+            for f in selected(request, "test_vllm_in_process")}
+    try:
+        yield jobs
+    finally:
+        pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("name", IN_PROCESS_FAMILIES)
+def test_vllm_in_process(
+    name: str, in_process_jobs: dict[str, concurrent.futures.Future[Any]]
+) -> None:
+    """The doctor's checks, a whole run and the plumbing on one in-process vLLM engine
+    (tests/_family_in_process.py)."""
+    done, out = in_process_jobs[name].result()
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(out.read_text())
     assert seen["doctor"] and all(ok for _, ok, _ in seen["doctor"]), seen["doctor"]
