@@ -52,7 +52,7 @@ IN_PROCESS_FAMILIES = ("gemma3", "internvl")
 # Largest relative difference |P_vllm - P_hf| / P between vLLM and transformers, over
 # P(Yes) and P(No) of the same prompts (float32 on both; random weights put each label
 # near 0.004). Gemma 3: vLLM's CPU build attends causally over the image tokens where
-# transformers attends both ways (docs/models.md); measured about 4e-3.
+# transformers attends both ways (docs/models.md); measured 1.2e-3.
 TOLERANCE = {"gemma3": 2e-2}
 DEFAULT_TOLERANCE = 1e-3
 

@@ -16,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 WEIGHTS = "model.safetensors"
+# The language model of most builds: as small as the families' code allows, two layers so
+# that a layer's output feeds another (as in every real model).
+TINY_TEXT: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 4096,
+}
 
 
 def seeded_model(config: Any, seed: int = 0) -> Any:

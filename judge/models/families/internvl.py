@@ -70,12 +70,7 @@ def build(out: Path) -> None:
         text_config={
             "model_type": "qwen2",
             "vocab_size": _tokenizer.padded_vocab(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 4096,
+            **_save.TINY_TEXT,
             "bos_token_id": ids("<|endoftext|>"),
             "eos_token_id": ids("<|im_end|>"),
             "pad_token_id": ids("<|endoftext|>"),

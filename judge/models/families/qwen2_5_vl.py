@@ -65,12 +65,7 @@ def build(out: Path) -> None:
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": VOCAB_SIZE,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 4096,
+            **_save.TINY_TEXT,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1000000.0,

@@ -49,13 +49,8 @@ def build(out: Path) -> None:
     config = Qwen3VLConfig(
         text_config={
             "vocab_size": VOCAB_SIZE,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
+            **_save.TINY_TEXT,
             "head_dim": 64,
-            "max_position_embeddings": 4096,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 5000000.0,
