@@ -120,8 +120,8 @@ FAMILIES: tuple[Family, ...] = (
                 reason=(
                     "vLLM's CPU build kills its engine on Llama 4's vision encoder "
                     "(Llama4UnfoldConvolution: 'Expected a.stride(-1) == 1'); every later "
-                    "request fails (HTTP 500, or no server). Measured on the tiny build: "
-                    "images below the 224-pixel tile (56x56, 96x80) crash it, 224x224 up to "
+                    "request fails (HTTP 500, or no server). Measured on the tiny build "
+                    "(112-pixel tiles): 56x56 and 96x80 images crash it, 224x224 up to "
                     "448x448 and 300x200 pass"
                 ),
                 workaround=(
